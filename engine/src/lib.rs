@@ -1,0 +1,39 @@
+//! shoal's storage engine.
+//!
+//! shoal keeps SQS-style queues, SNS-style topics and Kinesis-style streams durably in one local
+//! data directory. This crate holds all of its logic; the `shoal` CLI is a thin front end.
+//!
+//! The foundation is [`log`]: a segment-file append log with CRC-framed records, sparse offset
+//! and time indexes, memory-mapped readers, group commit, crash recovery that cuts only a torn
+//! tail, and retention and compaction that never rewrite a file a reader may have mapped. All
+//! file I/O goes through [`storage`], so tests can inject torn writes, failed fsyncs and full
+//! disks, and all time comes from a [`clock::Clock`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use shoal_engine::clock::SystemClock;
+//! use shoal_engine::log::{Entry, Log, LogOptions, ReadLimit};
+//! use shoal_engine::storage::FsStorage;
+//!
+//! # fn main() -> shoal_engine::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(Arc::new(FsStorage::new()), Arc::new(SystemClock), dir.path(), LogOptions::default())?;
+//! let appended = log.append(&[Entry::new(b"hello"), Entry::new(b"world")])?;
+//! assert_eq!(appended.first_offset, 0);
+//! let batch = log.read(0, ReadLimit::records(10))?;
+//! let payloads: Vec<&[u8]> = batch.iter().map(|r| r.payload).collect();
+//! assert_eq!(payloads, [&b"hello"[..], &b"world"[..]]);
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod codec;
+pub mod error;
+pub mod log;
+pub mod storage;
+
+pub use error::{CorruptionKind, Error, Result};

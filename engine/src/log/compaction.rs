@@ -1,0 +1,161 @@
+//! Compaction: rewriting a sealed segment without the records its owner no longer needs.
+//!
+//! The kept records are written, with their offsets, timestamps and bytes unchanged, to
+//! `{base}.log.compact` and a fresh index to `{base}.index.compact`; both are fsynced; then the
+//! old index is unlinked, the new segment renamed over the old one, the new index renamed into
+//! place, and the directory fsynced. The old segment is never modified: a reader that has it
+//! mapped keeps a valid (older) view. A crash at any step leaves either the old segment or the
+//! new one under the segment's name; open removes `.compact` leftovers and rebuilds a missing
+//! index.
+
+use std::io;
+
+use super::recovery::{index_entries_for, write_index};
+use super::scan::{FrameScan, Stop};
+use super::{Inner, Record, guard, segment};
+use crate::codec::file_header::{FILE_HEADER_LEN, FileKind};
+use crate::codec::record::{self, FLAG_END_OF_BATCH, FrameFields};
+use crate::error::{Error, Result};
+use crate::storage::OpenMode;
+
+/// What compaction did to one segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// The segment's base offset.
+    pub base: u64,
+    /// Records kept.
+    pub records_kept: u64,
+    /// Records dropped.
+    pub records_removed: u64,
+    /// Segment size before.
+    pub bytes_before: u64,
+    /// Segment size after.
+    pub bytes_after: u64,
+}
+
+pub(super) fn compact(
+    inner: &Inner,
+    base: u64,
+    mut keep: impl FnMut(&Record<'_>) -> bool,
+) -> Result<CompactionReport> {
+    let _maintenance = guard(&inner.maintenance);
+    inner.check_poison()?;
+    if base >= inner.active_base() {
+        return Err(Error::InvalidArgument(format!(
+            "segment {base} is not sealed; only sealed segments are compacted"
+        )));
+    }
+    let storage = &*inner.storage;
+    let path = segment::segment_path(&inner.dir, base);
+    let index_path = segment::index_path(&inner.dir, base);
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let mut old = vec![
+        0u8;
+        usize::try_from(len)
+            .map_err(|_| Error::InvalidArgument("segment too large".into()))?
+    ];
+    file.read_exact_at(&mut old, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+
+    let mut new = Vec::with_capacity(old.len());
+    new.extend_from_slice(&header.encode());
+    let mut report = CompactionReport {
+        base,
+        bytes_before: len,
+        ..CompactionReport::default()
+    };
+    let mut scan = FrameScan::new(&old, 0, FILE_HEADER_LEN);
+    for (_, frame) in scan.by_ref() {
+        let record = Record {
+            offset: frame.offset,
+            timestamp_ms: frame.timestamp_ms,
+            kind: frame.kind,
+            header: frame.header,
+            payload: frame.payload,
+        };
+        if !keep(&record) {
+            report.records_removed += 1;
+            continue;
+        }
+        report.records_kept += 1;
+        // Each kept record is a batch of its own: the batches it came in are partly gone.
+        record::encode_into(
+            &mut new,
+            &FrameFields {
+                offset: frame.offset,
+                timestamp_ms: frame.timestamp_ms,
+                kind: frame.kind,
+                flags: FLAG_END_OF_BATCH,
+                header: frame.header,
+                payload: frame.payload,
+            },
+        )
+        .map_err(|e| Error::RecordTooLarge {
+            size: e.size,
+            max: u64::from(record::MAX_PAYLOAD_LEN),
+        })?;
+    }
+    match scan.stop() {
+        Some(Stop::Corrupt { position, kind }) => {
+            return Err(Error::corruption(&path, *position, kind.clone()));
+        }
+        Some(Stop::Incomplete { position, needed }) => {
+            return Err(Error::corruption(
+                &path,
+                *position,
+                crate::error::CorruptionKind::Truncated {
+                    needed: *needed,
+                    available: len - position,
+                },
+            ));
+        }
+        _ => {}
+    }
+    report.bytes_after = new.len() as u64;
+    let (entries, _) = index_entries_for(&new, base, inner.options.index_interval_bytes);
+
+    let temp = segment::compact_path(&path);
+    let temp_index = segment::compact_path(&index_path);
+    let written = (|| {
+        let out = storage
+            .open(&temp, OpenMode::CreateOrOpen)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        out.set_len(0).map_err(|e| Error::io("truncate", &temp, e))?;
+        out.write_all_at(&new, 0)
+            .map_err(|e| Error::io("write", &temp, e))?;
+        out.sync_data().map_err(|e| Error::io("fsync", &temp, e))?;
+        write_index(storage, &temp_index, &header, &entries)
+    })();
+    if let Err(e) = written {
+        // Nothing has replaced anything yet: drop the partial copies, the old segment stands.
+        for leftover in [&temp, &temp_index] {
+            let _ = storage.remove_file(leftover);
+        }
+        return Err(e);
+    }
+
+    // The swap. Index first: a segment briefly without an index is only slower to seek, while
+    // an old index beside a new segment would point into the wrong bytes.
+    inner.reader.invalidate(base);
+    match storage.remove_file(&index_path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(Error::io("remove", &index_path, e));
+        }
+        _ => {}
+    }
+    storage
+        .rename(&temp, &path)
+        .map_err(|e| Error::io("rename", &temp, e))?;
+    storage
+        .rename(&temp_index, &index_path)
+        .map_err(|e| Error::io("rename", &temp_index, e))?;
+    storage
+        .sync_dir(&inner.dir)
+        .map_err(|e| Error::io("fsync", &inner.dir, e))?;
+    inner.reader.invalidate(base);
+    Ok(report)
+}

@@ -1,0 +1,740 @@
+//! The segment-file append log that streams and queues are stored in.
+//!
+//! A log is a directory of segment files, each named by the first offset it holds, plus one
+//! index per segment, a `head` file holding the writer's published watermark, and a `LOCK`
+//! file. Records are appended in batches to the active segment; a batch is framed record by
+//! record, written with one `write`, and (in [`Durability::Always`]) fsynced before `append`
+//! returns, with concurrent appenders sharing one fsync (group commit). A segment is sealed when
+//! it reaches its size or age limit and is never written again.
+//!
+//! Readers ([`LogReader`]) need no lock: they read the head file to learn how far the active
+//! segment is committed and read segments through memory maps, returning borrowed slices.
+//!
+//! See `engine/FORMAT.md` for the bytes and the recovery procedure.
+
+mod compaction;
+mod reader;
+mod recovery;
+mod retention;
+mod scan;
+pub mod segment;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use compaction::CompactionReport;
+pub use reader::{LogReader, ReadBatch, ReadLimit, Record};
+pub use recovery::RecoveryReport;
+pub use retention::{Retention, RetentionReport};
+
+use crate::clock::SharedClock;
+use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
+use crate::codec::head::Head;
+use crate::codec::index::{INDEX_ENTRY_LEN, IndexEntry};
+use crate::codec::record::{self, FLAG_END_OF_BATCH, FrameFields, MAX_HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::error::{Error, Result};
+use crate::storage::{LockGuard, OpenMode, SharedStorage, StorageFile};
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fdatasync before `append` returns; concurrent appenders share one fsync. The default.
+    #[default]
+    Always,
+    /// Written to the OS before `append` returns (survives a process crash), fsynced by a
+    /// background thread at this interval (a power loss may lose up to one interval).
+    Interval(Duration),
+    /// Written to the OS before `append` returns; fsynced only when a segment is sealed.
+    Never,
+}
+
+/// How a log is opened.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A segment is sealed once it holds this many bytes (default 64 MiB).
+    pub segment_bytes_max: u64,
+    /// A segment is sealed once its first record is this old (default 1 hour), so time-based
+    /// retention can drop whole segments.
+    pub segment_age_max: Option<Duration>,
+    /// An index entry is written for the first record of a batch that starts at least this
+    /// many bytes after the previous entry (default 4 KiB).
+    pub index_interval_bytes: u32,
+    /// Largest header plus payload of one record (default 16 MiB; at most 64 MiB).
+    pub max_record_bytes: u32,
+    /// When an append counts as done.
+    pub durability: Durability,
+    /// Wait for another writer to release the lock instead of failing with
+    /// [`Error::Locked`] (default false).
+    pub wait_for_lock: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes_max: 64 << 20,
+            segment_age_max: Some(Duration::from_secs(3600)),
+            index_interval_bytes: 4096,
+            max_record_bytes: 16 << 20,
+            durability: Durability::Always,
+            wait_for_lock: false,
+        }
+    }
+}
+
+/// One record to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// A tag for the layer above (stream record, queue message, journal event, ...).
+    pub kind: u8,
+    /// A small typed header (at most 64 KiB), opaque to the log.
+    pub header: &'a [u8],
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// A record of kind 0 with no header.
+    pub fn new(payload: &'a [u8]) -> Self {
+        Entry {
+            kind: 0,
+            header: &[],
+            payload,
+        }
+    }
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record; the rest follow consecutively.
+    pub first_offset: u64,
+    /// Number of records.
+    pub count: u64,
+    /// The timestamp every record of the batch carries.
+    pub timestamp_ms: u64,
+}
+
+/// How far the writer has got: a position in the active segment and the offset after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Watermark {
+    base: u64,
+    len: u64,
+    next_offset: u64,
+    last_timestamp_ms: u64,
+}
+
+impl Watermark {
+    /// Later watermarks have more records, or the same records and a newer segment.
+    fn key(&self) -> (u64, u64, u64) {
+        (self.next_offset, self.base, self.len)
+    }
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+struct Active {
+    base: u64,
+    base_timestamp_ms: u64,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    index_path: PathBuf,
+    index_file: Arc<dyn StorageFile>,
+    /// Bytes written (the next frame's position).
+    len: u64,
+    /// Entries in the index file.
+    index_entries: u64,
+    /// Position of the last index entry (or the header's end).
+    last_indexed: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Active,
+    next_offset: u64,
+    last_timestamp_ms: u64,
+    frames: Vec<u8>,
+    entries: Vec<u8>,
+}
+
+impl Writer {
+    fn watermark(&self) -> Watermark {
+        Watermark {
+            base: self.active.base,
+            len: self.active.len,
+            next_offset: self.next_offset,
+            last_timestamp_ms: self.last_timestamp_ms,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    synced: Watermark,
+    syncing: bool,
+}
+
+#[derive(Debug)]
+struct HeadWriter {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    head: Head,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    storage: SharedStorage,
+    clock: SharedClock,
+    options: LogOptions,
+    writer: Mutex<Writer>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    head: Mutex<HeadWriter>,
+    poison: OnceLock<String>,
+    /// Serializes retention and compaction with each other.
+    maintenance: Mutex<()>,
+    reader: LogReader,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    closed: AtomicBool,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// A log opened for writing (and reading). One writer per log at a time, across processes.
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+    syncer: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The engine never panics while holding these locks; if a caller's thread did, the data
+    // they protect is still consistent at every await point, so carry on.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, takes the writer lock, and recovers the
+    /// active segment's tail.
+    pub fn open(
+        storage: SharedStorage,
+        clock: SharedClock,
+        dir: impl Into<PathBuf>,
+        options: LogOptions,
+    ) -> Result<Log> {
+        let dir = dir.into();
+        if options.max_record_bytes > MAX_PAYLOAD_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "max_record_bytes {} exceeds the format's limit of {MAX_PAYLOAD_LEN}",
+                options.max_record_bytes
+            )));
+        }
+        if options.segment_bytes_max > u64::from(u32::MAX) / 2 {
+            return Err(Error::InvalidArgument(
+                "segment_bytes_max must be below 2 GiB".into(),
+            ));
+        }
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(segment::LOCK_FILE);
+        let lock = storage
+            .lock(&lock_path, options.wait_for_lock)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => Error::Locked {
+                    path: lock_path.clone(),
+                },
+                _ => Error::io("lock", &lock_path, e),
+            })?;
+        let opened = recovery::open_for_write(&*storage, &*clock, &dir, &options)?;
+        let watermark = opened.writer.watermark();
+        let head = Head {
+            active_base: watermark.base,
+            committed_len: watermark.len,
+            synced_len: watermark.len,
+            next_offset: watermark.next_offset,
+            last_timestamp_ms: watermark.last_timestamp_ms,
+            start_offset: opened.start_offset,
+        };
+        let head_path = dir.join(segment::HEAD_FILE);
+        let head_file = storage
+            .open(&head_path, OpenMode::CreateOrOpen)
+            .map_err(|e| Error::io("open", &head_path, e))?;
+        head_file
+            .write_all_at(&head.encode(), 0)
+            .map_err(|e| Error::io("write", &head_path, e))?;
+        if opened.created {
+            // Everything recovery wrote is synced; the head is a hint, but its directory entry
+            // should not vanish.
+            storage
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync", &dir, e))?;
+        }
+        let reader = LogReader::open(Arc::clone(&storage), &dir)?;
+        let inner = Arc::new(Inner {
+            reader,
+            dir,
+            storage,
+            clock,
+            writer: Mutex::new(opened.writer),
+            sync: Mutex::new(SyncState {
+                synced: watermark,
+                syncing: false,
+            }),
+            synced: Condvar::new(),
+            head: Mutex::new(HeadWriter {
+                file: head_file,
+                path: head_path,
+                head,
+            }),
+            poison: OnceLock::new(),
+            maintenance: Mutex::new(()),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            closed: AtomicBool::new(false),
+            _lock: lock,
+            options,
+        });
+        let syncer = match inner.options.durability {
+            Durability::Interval(every) => Some(spawn_syncer(Arc::downgrade(&inner), every)),
+            Durability::Always | Durability::Never => None,
+        };
+        Ok(Log {
+            inner,
+            syncer,
+            recovery: opened.report,
+        })
+    }
+
+    /// What recovery did when this handle opened the log.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.options
+    }
+
+    /// The offset the next appended record will get.
+    pub fn next_offset(&self) -> u64 {
+        guard(&self.inner.writer).next_offset
+    }
+
+    /// The first offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        guard(&self.inner.head).head.start_offset
+    }
+
+    /// A reader sharing this log's mappings.
+    pub fn reader(&self) -> &LogReader {
+        &self.inner.reader
+    }
+
+    /// Reads committed records from `from` on; see [`LogReader::read`].
+    pub fn read(&self, from: u64, limit: ReadLimit) -> Result<ReadBatch> {
+        self.inner.reader.read(from, limit)
+    }
+
+    /// Appends a batch atomically: after a crash either every record of it is in the log or
+    /// none is. Returns once the batch is durable under the log's [`Durability`].
+    pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
+        let (appended, watermark) = self.inner.write_batch(entries)?;
+        if self.inner.options.durability == Durability::Always {
+            self.inner.wait_synced(watermark)?;
+        }
+        Ok(appended)
+    }
+
+    /// Makes everything appended so far durable (a no-op in `Always` mode, where it already is).
+    pub fn sync(&self) -> Result<()> {
+        let target = guard(&self.inner.writer).watermark();
+        self.inner.wait_synced(target)
+    }
+
+    /// Seals the active segment now and starts a new one (no-op when it is empty).
+    pub fn roll(&self) -> Result<()> {
+        let mut writer = guard(&self.inner.writer);
+        self.inner.check_poison()?;
+        if writer.active.len == FILE_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let now = self.inner.clock.now_ms().max(writer.last_timestamp_ms);
+        self.inner.roll(&mut writer, now)
+    }
+
+    /// Deletes whole sealed segments that fall outside `policy`.
+    pub fn enforce_retention(&self, policy: &Retention) -> Result<RetentionReport> {
+        retention::enforce(&self.inner, policy)
+    }
+
+    /// Rewrites the sealed segment based at `base` keeping only the records `keep` accepts
+    /// (their offsets, timestamps and bytes unchanged): written to a new file, renamed over the
+    /// old one, directory fsynced. Readers holding the old file keep a valid mapping.
+    pub fn compact_segment(
+        &self,
+        base: u64,
+        keep: impl FnMut(&Record<'_>) -> bool,
+    ) -> Result<CompactionReport> {
+        compaction::compact(&self.inner, base, keep)
+    }
+
+    /// Base offsets of every segment, oldest first (the last one is active).
+    pub fn segments(&self) -> Result<Vec<u64>> {
+        Ok(segment::list(&*self.inner.storage, &self.inner.dir)?.segments)
+    }
+
+    /// Syncs (in `Interval` mode) and releases the lock. Dropping does the same, ignoring errors.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        *guard(&self.inner.stop) = true;
+        self.inner.stop_signal.notify_all();
+        if let Some(handle) = self.syncer.take() {
+            let _ = handle.join();
+        }
+        if matches!(self.inner.options.durability, Durability::Interval(_))
+            && self.inner.poison.get().is_none()
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("shoal-log-sync".into())
+        .spawn(move || {
+            loop {
+                let Some(inner) = inner.upgrade() else { return };
+                {
+                    let stop = guard(&inner.stop);
+                    let (stop, _) = inner
+                        .stop_signal
+                        .wait_timeout(stop, every)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if *stop {
+                        return;
+                    }
+                }
+                let target = guard(&inner.writer).watermark();
+                // A failure poisons the log; appenders see it on their next call.
+                let _ = inner.wait_synced(target);
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot spawn the log sync thread: {e}"))
+}
+
+impl Inner {
+    fn check_poison(&self) -> Result<()> {
+        match self.poison.get() {
+            Some(cause) => Err(Error::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records an I/O failure: from now on nothing is assumed written and appends are refused.
+    fn poisoned(&self, err: Error) -> Error {
+        let _ = self.poison.set(err.to_string());
+        err
+    }
+
+    fn validate(&self, entries: &[Entry<'_>]) -> Result<u64> {
+        if entries.is_empty() {
+            return Err(Error::InvalidArgument("a batch needs at least one record".into()));
+        }
+        let max = u64::from(self.options.max_record_bytes);
+        let mut total = 0u64;
+        for entry in entries {
+            let size = entry.header.len() as u64 + entry.payload.len() as u64;
+            if size > max || entry.header.len() > MAX_HEADER_LEN {
+                return Err(Error::RecordTooLarge { size, max });
+            }
+            total += record::FRAME_HEADER_LEN as u64 + size;
+        }
+        // Positions in a segment are u32 (the index stores them so).
+        if total > u64::from(u32::MAX) / 2 {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {total} bytes is too large (limit 2 GiB)"
+            )));
+        }
+        Ok(total)
+    }
+
+    /// Encodes and writes one batch; returns where it landed and the watermark to sync to.
+    fn write_batch(&self, entries: &[Entry<'_>]) -> Result<(Appended, Watermark)> {
+        let batch_len = self.validate(entries)?;
+        let mut guard_ = guard(&self.writer);
+        let w = &mut *guard_;
+        self.check_poison()?;
+        // Timestamps never run backwards within a log, even if the clock does: the index
+        // answers time lookups only because of it.
+        let now = self.clock.now_ms().max(w.last_timestamp_ms);
+        if self.should_roll(w, batch_len, now) {
+            self.roll(w, now)?;
+        }
+        let position = w.active.len;
+        if position + batch_len > u64::from(u32::MAX) {
+            return Err(Error::InvalidArgument("batch does not fit in a segment".into()));
+        }
+        w.frames.clear();
+        w.entries.clear();
+        let first_offset = w.next_offset;
+        let last = entries.len() - 1;
+        for (i, entry) in entries.iter().enumerate() {
+            record::encode_into(
+                &mut w.frames,
+                &FrameFields {
+                    offset: first_offset + i as u64,
+                    timestamp_ms: now,
+                    kind: entry.kind,
+                    flags: if i == last { FLAG_END_OF_BATCH } else { 0 },
+                    header: entry.header,
+                    payload: entry.payload,
+                },
+            )
+            .map_err(|e| Error::RecordTooLarge {
+                size: e.size,
+                max: u64::from(self.options.max_record_bytes),
+            })?;
+        }
+        // Index entries go at batch starts only, so every indexed position is a batch boundary
+        // recovery may safely cut back to.
+        if position - w.active.last_indexed >= u64::from(self.options.index_interval_bytes) {
+            let entry = IndexEntry {
+                rel_offset: u32::try_from(first_offset - w.active.base)
+                    .map_err(|_| Error::InvalidArgument("segment holds too many records".into()))?,
+                position: u32::try_from(position)
+                    .map_err(|_| Error::InvalidArgument("segment too large".into()))?,
+                timestamp_ms: now,
+            };
+            w.entries.extend_from_slice(&entry.encode());
+        }
+        w.active
+            .file
+            .write_all_at(&w.frames, position)
+            .map_err(|e| self.poisoned(Error::io("write", &w.active.path, e)))?;
+        if !w.entries.is_empty() {
+            let at = FILE_HEADER_LEN as u64 + w.active.index_entries * INDEX_ENTRY_LEN as u64;
+            w.active
+                .index_file
+                .write_all_at(&w.entries, at)
+                .map_err(|e| self.poisoned(Error::io("write", &w.active.index_path, e)))?;
+            w.active.index_entries += 1;
+            w.active.last_indexed = position;
+        }
+        w.active.len += batch_len;
+        w.next_offset += entries.len() as u64;
+        w.last_timestamp_ms = now;
+        let watermark = w.watermark();
+        if self.options.durability != Durability::Always {
+            // Written to the OS is committed in these modes: readers may see it now.
+            self.publish(watermark, None)?;
+        }
+        Ok((
+            Appended {
+                first_offset,
+                count: entries.len() as u64,
+                timestamp_ms: now,
+            },
+            watermark,
+        ))
+    }
+
+    fn should_roll(&self, w: &Writer, batch_len: u64, now: u64) -> bool {
+        let has_records = w.active.len > FILE_HEADER_LEN as u64;
+        let full = w.active.len + batch_len > self.options.segment_bytes_max;
+        let old = self
+            .options
+            .segment_age_max
+            .is_some_and(|age| {
+                now.saturating_sub(w.active.base_timestamp_ms)
+                    >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+            });
+        has_records && (full || old)
+    }
+
+    /// Seals the active segment and starts the next one at `w.next_offset`.
+    fn roll(&self, w: &mut Writer, now: u64) -> Result<()> {
+        // 1. A sealed segment is complete and durable in every mode: sync it and its index
+        //    before the next segment exists, so recovery never has to look at it again.
+        w.active
+            .file
+            .sync_data()
+            .map_err(|e| self.poisoned(Error::io("fsync", &w.active.path, e)))?;
+        w.active
+            .index_file
+            .sync_data()
+            .map_err(|e| self.poisoned(Error::io("fsync", &w.active.index_path, e)))?;
+        let sealed = w.watermark();
+        self.mark_synced(sealed);
+        // 2. Create the next segment and its index (each fsynced), then fsync the directory so
+        //    both names survive a power loss.
+        let base = w.next_offset;
+        let header = FileHeader {
+            kind: FileKind::Segment,
+            base_offset: base,
+            base_timestamp_ms: now,
+        };
+        let path = segment::segment_path(&self.dir, base);
+        let index_path = segment::index_path(&self.dir, base);
+        let file = segment::create_with_header(&*self.storage, &path, &header)
+            .map_err(|e| self.poisoned(e))?;
+        let index_file = segment::create_with_header(
+            &*self.storage,
+            &index_path,
+            &FileHeader {
+                kind: FileKind::Index,
+                ..header
+            },
+        )
+        .map_err(|e| self.poisoned(e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| self.poisoned(Error::io("fsync", &self.dir, e)))?;
+        // 3. Switch, and tell readers: the head now names the new segment.
+        w.active = Active {
+            base,
+            base_timestamp_ms: now,
+            path,
+            file,
+            index_path,
+            index_file,
+            len: FILE_HEADER_LEN as u64,
+            index_entries: 0,
+            last_indexed: FILE_HEADER_LEN as u64,
+        };
+        w.last_timestamp_ms = now;
+        let fresh = w.watermark();
+        self.mark_synced(fresh);
+        self.publish(fresh, Some(fresh.len))
+    }
+
+    fn mark_synced(&self, watermark: Watermark) {
+        let mut sync = guard(&self.sync);
+        if watermark.key() > sync.synced.key() {
+            sync.synced = watermark;
+        }
+        drop(sync);
+        self.synced.notify_all();
+    }
+
+    /// Blocks until everything up to `target` is fsynced; one caller syncs for all waiters.
+    fn wait_synced(&self, target: Watermark) -> Result<()> {
+        let mut sync = guard(&self.sync);
+        loop {
+            self.check_poison()?;
+            if sync.synced.next_offset >= target.next_offset {
+                return Ok(());
+            }
+            if sync.syncing {
+                sync = self
+                    .synced
+                    .wait(sync)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            sync.syncing = true;
+            drop(sync);
+            let outcome = self.sync_once();
+            sync = guard(&self.sync);
+            sync.syncing = false;
+            if let Ok(done) = outcome
+                && done.key() > sync.synced.key()
+            {
+                sync.synced = done;
+            }
+            self.synced.notify_all();
+            outcome?;
+        }
+    }
+
+    /// fsyncs the active segment up to what has been written so far, then publishes it.
+    fn sync_once(&self) -> Result<Watermark> {
+        let (file, path, target) = {
+            let w = guard(&self.writer);
+            (Arc::clone(&w.active.file), w.active.path.clone(), w.watermark())
+        };
+        // Outside the writer lock: appenders keep writing the next group meanwhile, and this
+        // one fsync covers every batch written before it started.
+        file.sync_data()
+            .map_err(|e| self.poisoned(Error::io("fsync", &path, e)))?;
+        self.publish(target, Some(target.len))?;
+        Ok(target)
+    }
+
+    /// Writes the head file if `watermark` is newer than what it holds.
+    fn publish(&self, watermark: Watermark, synced_len: Option<u64>) -> Result<()> {
+        let mut head = guard(&self.head);
+        let current = Watermark {
+            base: head.head.active_base,
+            len: head.head.committed_len,
+            next_offset: head.head.next_offset,
+            last_timestamp_ms: head.head.last_timestamp_ms,
+        };
+        let mut next = head.head;
+        if watermark.key() > current.key() {
+            next.active_base = watermark.base;
+            next.committed_len = watermark.len;
+            next.next_offset = watermark.next_offset;
+            next.last_timestamp_ms = watermark.last_timestamp_ms;
+            if watermark.base != current.base {
+                next.synced_len = FILE_HEADER_LEN as u64;
+            }
+        }
+        if let Some(synced) = synced_len
+            && watermark.base == next.active_base
+        {
+            next.synced_len = next.synced_len.max(synced).min(next.committed_len);
+        }
+        if next != head.head {
+            head.file
+                .write_all_at(&next.encode(), 0)
+                .map_err(|e| self.poisoned(Error::io("write", &head.path, e)))?;
+            head.head = next;
+        }
+        Ok(())
+    }
+
+    fn set_start_offset(&self, start: u64) -> Result<()> {
+        let mut head = guard(&self.head);
+        if head.head.start_offset >= start {
+            return Ok(());
+        }
+        let mut next = head.head;
+        next.start_offset = start;
+        head.file
+            .write_all_at(&next.encode(), 0)
+            .map_err(|e| self.poisoned(Error::io("write", &head.path, e)))?;
+        head.head = next;
+        Ok(())
+    }
+
+    fn active_base(&self) -> u64 {
+        guard(&self.writer).active.base
+    }
+}

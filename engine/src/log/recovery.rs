@@ -1,0 +1,457 @@
+//! Opening a log for writing: clean up after interrupted maintenance, then recover the active
+//! segment's tail.
+//!
+//! Only the active segment can have a torn tail: a segment is synced before it is sealed. Its
+//! recovery reads the index, checks the last entries against the records they point at, and
+//! scans from the last good one (a batch boundary at most one index interval, plus whatever was
+//! unsynced, before the end), so the cost of opening is proportional to that tail and not to the
+//! size of the log. The scan keeps every complete batch (a batch is complete when its last
+//! record, flagged end-of-batch, is intact) and cuts the file after the last one. Damage inside
+//! the part the head file says was synced is not a torn tail: it is reported as corruption
+//! instead of being cut off, because those records were acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::scan::{FrameScan, Stop};
+use super::segment::{self, Listing};
+use super::{Active, LogOptions, Writer};
+use crate::clock::Clock;
+use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
+use crate::codec::head::{HEAD_LEN, Head};
+use crate::codec::index::{self, INDEX_ENTRY_LEN, IndexEntry};
+use crate::codec::record::{self, Decoded};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// What recovery found and did when a log was opened for writing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The active segment.
+    pub segment: PathBuf,
+    /// Position the tail scan started at.
+    pub scanned_from: u64,
+    /// Bytes the tail scan read.
+    pub scanned_bytes: u64,
+    /// Bytes cut off the end of the active segment (a torn or unfinished batch).
+    pub truncated_bytes: u64,
+    /// Index entries written for records the index did not cover.
+    pub index_entries_rebuilt: u64,
+    /// Indexes of sealed segments rebuilt because they were missing.
+    pub indexes_rebuilt: Vec<u64>,
+    /// Leftover files removed (interrupted compaction, orphaned indexes).
+    pub removed_files: Vec<PathBuf>,
+}
+
+/// A log ready for appending.
+#[derive(Debug)]
+pub(super) struct Opened {
+    pub writer: Writer,
+    pub start_offset: u64,
+    pub created: bool,
+    pub report: RecoveryReport,
+}
+
+pub(super) fn open_for_write(
+    storage: &dyn Storage,
+    clock: &dyn Clock,
+    dir: &Path,
+    options: &LogOptions,
+) -> Result<Opened> {
+    let mut report = RecoveryReport::default();
+    let mut listing = segment::list(storage, dir)?;
+    remove_leftovers(storage, dir, &listing, &mut report)?;
+    let created = listing.segments.is_empty();
+    if created {
+        let now = clock.now_ms();
+        create_segment_files(storage, dir, 0, now)?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync", dir, e))?;
+        listing.segments.push(0);
+        listing.indexes.push(0);
+    }
+    let Some((&active_base, sealed)) = listing.segments.split_last() else {
+        return Err(Error::corruption(
+            dir,
+            0,
+            CorruptionKind::Inconsistent("no segment after creating one".into()),
+        ));
+    };
+    for &base in sealed {
+        if listing.indexes.binary_search(&base).is_err() {
+            rebuild_index(storage, dir, base, options.index_interval_bytes)?;
+            report.indexes_rebuilt.push(base);
+        }
+    }
+    if !report.indexes_rebuilt.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync", dir, e))?;
+    }
+    let head = read_head(storage, dir);
+    let writer = recover_active(storage, dir, active_base, head, options, &mut report)?;
+    let start_offset = listing.segments.first().copied().unwrap_or(active_base);
+    Ok(Opened {
+        writer,
+        start_offset,
+        created,
+        report,
+    })
+}
+
+/// Removes compaction temporaries and indexes whose segment is gone (retention removes the
+/// segment first).
+fn remove_leftovers(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &Listing,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let orphans = listing
+        .indexes
+        .iter()
+        .filter(|base| listing.segments.binary_search(base).is_err())
+        .map(|&base| segment::index_path(dir, base));
+    for path in listing.temps.iter().cloned().chain(orphans) {
+        storage
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        report.removed_files.push(path);
+    }
+    if !report.removed_files.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Creates a segment and its index, each holding just its header and fsynced. The caller
+/// fsyncs the directory.
+pub(super) fn create_segment_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    now: u64,
+) -> Result<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
+    let header = FileHeader {
+        kind: FileKind::Segment,
+        base_offset: base,
+        base_timestamp_ms: now,
+    };
+    let file = segment::create_with_header(storage, &segment::segment_path(dir, base), &header)?;
+    let index = segment::create_with_header(
+        storage,
+        &segment::index_path(dir, base),
+        &FileHeader {
+            kind: FileKind::Index,
+            ..header
+        },
+    )?;
+    Ok((file, index))
+}
+
+/// The head file, if it exists and decodes. A damaged head only makes recovery more cautious.
+fn read_head(storage: &dyn Storage, dir: &Path) -> Option<Head> {
+    let file = storage
+        .open(&dir.join(segment::HEAD_FILE), OpenMode::Read)
+        .ok()?;
+    let mut buf = [0u8; HEAD_LEN];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Head::decode(&buf).ok()
+}
+
+fn read_all(file: &dyn StorageFile, path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
+    let len = usize::try_from(to.saturating_sub(from))
+        .map_err(|_| Error::InvalidArgument(format!("{} is too large to read", path.display())))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, from)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(buf)
+}
+
+/// The offset and timestamp of a valid frame at `position`, if there is one.
+fn frame_at(file: &dyn StorageFile, position: u64, file_len: u64) -> Option<(u64, u64)> {
+    let mut fixed = [0u8; record::FRAME_HEADER_LEN];
+    file.read_exact_at(&mut fixed, position).ok()?;
+    let total = record::decode_len(&fixed).ok()?;
+    if position + total as u64 > file_len {
+        return None;
+    }
+    let mut frame = vec![0u8; total];
+    file.read_exact_at(&mut frame, position).ok()?;
+    match record::decode(&frame) {
+        Decoded::Frame(f) => Some((f.offset, f.timestamp_ms)),
+        _ => None,
+    }
+}
+
+/// Recovers the active segment's tail and returns the writer positioned after its last complete
+/// batch.
+fn recover_active(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    head: Option<Head>,
+    options: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<Writer> {
+    let path = segment::segment_path(dir, base);
+    let index_path = segment::index_path(dir, base);
+    report.segment.clone_from(&path);
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let file_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let header_len = FILE_HEADER_LEN as u64;
+
+    // What the head says was synced in this segment. A head naming an older segment means the
+    // crash came right after a roll, before the head moved: nothing here is known synced yet.
+    let synced_len = match head {
+        Some(h) if h.active_base == base => h.synced_len,
+        Some(h) if h.active_base > base => {
+            return Err(Error::corruption(
+                dir.join(segment::HEAD_FILE),
+                0,
+                CorruptionKind::Inconsistent(format!(
+                    "head names active segment {} but the last segment is {base}",
+                    h.active_base
+                )),
+            ));
+        }
+        _ => header_len,
+    };
+    if file_len < synced_len {
+        return Err(Error::corruption(
+            &path,
+            file_len,
+            CorruptionKind::Truncated {
+                needed: synced_len,
+                available: file_len,
+            },
+        ));
+    }
+
+    // A segment shorter than its header was being created when the process died: it holds
+    // nothing, so write its header again.
+    let header = if file_len < header_len && synced_len <= header_len {
+        let now = head.map_or(0, |h| h.last_timestamp_ms);
+        let header = FileHeader {
+            kind: FileKind::Segment,
+            base_offset: base,
+            base_timestamp_ms: now,
+        };
+        segment::create_with_header(storage, &path, &header)?;
+        header
+    } else {
+        segment::read_header(&*file, &path, FileKind::Segment, base)?
+    };
+    let file_len = file_len.max(header_len);
+
+    // Index: keep the well-formed prefix, then drop entries from the end until one points at
+    // the record it names.
+    let index_file = storage
+        .open(&index_path, OpenMode::CreateOrOpen)
+        .map_err(|e| Error::io("open", &index_path, e))?;
+    let index_len = index_file
+        .len()
+        .map_err(|e| Error::io("stat", &index_path, e))?;
+    let mut entries = match segment::read_header(&*index_file, &index_path, FileKind::Index, base) {
+        Ok(_) => {
+            let body = read_all(&*index_file, &index_path, header_len, index_len)?;
+            index::decode_entries(&body, FILE_HEADER_LEN as u32, file_len)
+        }
+        Err(_) => {
+            // A missing or damaged index header: the index is only a hint, start it afresh.
+            segment::create_with_header(
+                storage,
+                &index_path,
+                &FileHeader {
+                    kind: FileKind::Index,
+                    ..header
+                },
+            )?;
+            Vec::new()
+        }
+    };
+    let entries_on_disk = entries.len();
+    let mut scan_from = (header_len, base, header.base_timestamp_ms);
+    while let Some(last) = entries.last() {
+        let position = u64::from(last.position);
+        let offset = base + u64::from(last.rel_offset);
+        if frame_at(&*file, position, file_len) == Some((offset, last.timestamp_ms)) {
+            scan_from = (position, offset, last.timestamp_ms);
+            break;
+        }
+        entries.pop();
+    }
+    let (start, start_offset, start_ts) = scan_from;
+    let kept_entries = entries.len();
+
+    // Scan the tail. Every position the scan starts from is a batch boundary.
+    let tail = read_all(&*file, &path, start, file_len)?;
+    let mut scan = FrameScan::new(&tail, start, 0).contiguous_from(start_offset);
+    let mut valid_end = start;
+    let mut next_offset = start_offset;
+    let mut last_ts = start_ts.max(header.base_timestamp_ms);
+    let mut last_indexed = entries.last().map_or(header_len, |e| u64::from(e.position));
+    let mut batch_start = true;
+    let mut pending: Vec<IndexEntry> = Vec::new();
+    for (position, frame) in scan.by_ref() {
+        if batch_start
+            && position > last_indexed
+            && position - last_indexed >= u64::from(options.index_interval_bytes)
+        {
+            pending.push(IndexEntry {
+                rel_offset: u32::try_from(frame.offset - base).unwrap_or(u32::MAX),
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                timestamp_ms: frame.timestamp_ms,
+            });
+            last_indexed = position;
+        }
+        batch_start = frame.ends_batch();
+        if frame.ends_batch() {
+            valid_end = position + frame.frame_len as u64;
+            next_offset = frame.offset + 1;
+            last_ts = last_ts.max(frame.timestamp_ms);
+            entries.extend(pending.drain(..));
+        }
+    }
+    if valid_end < synced_len {
+        let at = match scan.stop() {
+            Some(Stop::Corrupt { position, .. } | Stop::Incomplete { position, .. }) => *position,
+            _ => valid_end,
+        };
+        return Err(Error::corruption(
+            &path,
+            at,
+            CorruptionKind::InSyncedRegion { synced_len },
+        ));
+    }
+    report.scanned_from = start;
+    report.scanned_bytes = file_len - start;
+    report.truncated_bytes = file_len - valid_end;
+    report.index_entries_rebuilt = (entries.len() - kept_entries) as u64;
+
+    if valid_end < file_len {
+        // Only bytes past the committed length go: no reader has been told they exist.
+        file.set_len(valid_end)
+            .map_err(|e| Error::io("truncate", &path, e))?;
+    }
+    // Adopt what survived as durable, so the head can say all of it is synced.
+    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+
+    let entries_changed = entries.len() != entries_on_disk
+        || index_len != header_len + (entries_on_disk * INDEX_ENTRY_LEN) as u64;
+    if entries_changed {
+        let mut bytes = Vec::with_capacity((entries.len() - kept_entries) * INDEX_ENTRY_LEN);
+        for entry in entries.get(kept_entries..).unwrap_or_default() {
+            bytes.extend_from_slice(&entry.encode());
+        }
+        let at = header_len + (kept_entries * INDEX_ENTRY_LEN) as u64;
+        index_file
+            .write_all_at(&bytes, at)
+            .map_err(|e| Error::io("write", &index_path, e))?;
+        index_file
+            .set_len(header_len + (entries.len() * INDEX_ENTRY_LEN) as u64)
+            .map_err(|e| Error::io("truncate", &index_path, e))?;
+        index_file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &index_path, e))?;
+    }
+
+    Ok(Writer {
+        active: Active {
+            base,
+            base_timestamp_ms: header.base_timestamp_ms,
+            path,
+            file,
+            index_path,
+            index_file,
+            len: valid_end,
+            index_entries: entries.len() as u64,
+            last_indexed: entries.last().map_or(header_len, |e| u64::from(e.position)),
+        },
+        next_offset,
+        last_timestamp_ms: last_ts,
+        frames: Vec::new(),
+        entries: Vec::new(),
+    })
+}
+
+/// Index entries for a whole segment held in `bytes`: one at the first batch start at least
+/// `interval` bytes past the previous entry.
+pub(super) fn index_entries_for(
+    bytes: &[u8],
+    base: u64,
+    interval: u32,
+) -> (Vec<IndexEntry>, Option<Stop>) {
+    let mut scan = FrameScan::new(bytes, 0, FILE_HEADER_LEN);
+    let mut entries = Vec::new();
+    let mut last_indexed = FILE_HEADER_LEN as u64;
+    let mut batch_start = true;
+    for (position, frame) in scan.by_ref() {
+        if batch_start && position - last_indexed >= u64::from(interval) {
+            if let (Ok(rel_offset), Ok(pos)) =
+                (u32::try_from(frame.offset - base), u32::try_from(position))
+            {
+                entries.push(IndexEntry {
+                    rel_offset,
+                    position: pos,
+                    timestamp_ms: frame.timestamp_ms,
+                });
+                last_indexed = position;
+            }
+        }
+        batch_start = frame.ends_batch();
+    }
+    let stop = scan.stop().cloned().filter(|s| *s != Stop::End);
+    (entries, stop)
+}
+
+/// Writes a fresh index for the sealed segment `base` (the caller fsyncs the directory).
+pub(super) fn rebuild_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    interval: u32,
+) -> Result<()> {
+    let path = segment::segment_path(dir, base);
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
+    let bytes = read_all(&*file, &path, 0, len)?;
+    let (entries, stop) = index_entries_for(&bytes, base, interval);
+    if let Some(Stop::Corrupt { position, kind }) = stop {
+        return Err(Error::corruption(&path, position, kind));
+    }
+    write_index(storage, &segment::index_path(dir, base), &header, &entries)
+}
+
+/// Writes an index file with `entries` and fsyncs it.
+pub(super) fn write_index(
+    storage: &dyn Storage,
+    path: &Path,
+    segment_header: &FileHeader,
+    entries: &[IndexEntry],
+) -> Result<()> {
+    let header = FileHeader {
+        kind: FileKind::Index,
+        ..*segment_header
+    };
+    let mut bytes = Vec::with_capacity(FILE_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN);
+    bytes.extend_from_slice(&header.encode());
+    for entry in entries {
+        bytes.extend_from_slice(&entry.encode());
+    }
+    let file = storage
+        .open(path, OpenMode::CreateOrOpen)
+        .map_err(|e| Error::io("create", path, e))?;
+    file.set_len(0).map_err(|e| Error::io("truncate", path, e))?;
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| Error::io("write", path, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", path, e))
+}

@@ -1,0 +1,105 @@
+//! Retention: deleting whole sealed segments that are too old or past the size budget.
+//!
+//! Only whole sealed segments are removed, oldest first, and only a prefix of the log (the log
+//! stays contiguous). Files are unlinked, never truncated: a reader that has a segment mapped
+//! keeps reading it until it lets go.
+
+use std::io;
+use std::time::Duration;
+
+use super::{Inner, guard, segment};
+use crate::codec::file_header::FileKind;
+use crate::error::{Error, Result};
+use crate::storage::OpenMode;
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove a sealed segment once its newest record is older than this.
+    pub max_age: Option<Duration>,
+    /// Remove the oldest sealed segments while the log's segments total more than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Base offsets of the removed segments.
+    pub removed_segments: Vec<u64>,
+    /// Segment bytes freed.
+    pub bytes_removed: u64,
+    /// The first offset still stored afterwards.
+    pub start_offset: u64,
+}
+
+struct SegmentFacts {
+    base: u64,
+    len: u64,
+    base_timestamp_ms: u64,
+}
+
+pub(super) fn enforce(inner: &Inner, policy: &Retention) -> Result<RetentionReport> {
+    let _maintenance = guard(&inner.maintenance);
+    inner.check_poison()?;
+    let active = inner.active_base();
+    let storage = &*inner.storage;
+    let listing = segment::list(storage, &inner.dir)?;
+    let mut facts = Vec::new();
+    for base in listing.segments.into_iter().filter(|&b| b <= active) {
+        let path = segment::segment_path(&inner.dir, base);
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
+        facts.push(SegmentFacts {
+            base,
+            len: file.len().map_err(|e| Error::io("stat", &path, e))?,
+            base_timestamp_ms: header.base_timestamp_ms,
+        });
+    }
+    let now = inner.clock.now_ms();
+    let mut total: u64 = facts.iter().map(|f| f.len).sum();
+    let mut report = RetentionReport::default();
+    for pair in facts.windows(2) {
+        let [segment, next] = pair else { break };
+        // Every record in `segment` is at or before `next`'s base timestamp.
+        let too_old = policy.max_age.is_some_and(|age| {
+            let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            next.base_timestamp_ms.saturating_add(age_ms) <= now
+        });
+        let too_big = policy.max_bytes.is_some_and(|max| total > max);
+        if !too_old && !too_big {
+            break;
+        }
+        total -= segment.len;
+        report.removed_segments.push(segment.base);
+        report.bytes_removed += segment.len;
+    }
+    report.start_offset = facts
+        .get(report.removed_segments.len())
+        .map_or(active, |f| f.base);
+    if report.removed_segments.is_empty() {
+        return Ok(report);
+    }
+    for &base in &report.removed_segments {
+        // The segment goes first: an index left without its segment is removed at the next
+        // open, a segment left without its index would need a rebuild.
+        let path = segment::segment_path(&inner.dir, base);
+        storage
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        let index = segment::index_path(&inner.dir, base);
+        match storage.remove_file(&index) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &index, e));
+            }
+            _ => {}
+        }
+        inner.reader.invalidate(base);
+    }
+    storage
+        .sync_dir(&inner.dir)
+        .map_err(|e| Error::io("fsync", &inner.dir, e))?;
+    inner.set_start_offset(report.start_offset)?;
+    Ok(report)
+}

@@ -1,0 +1,112 @@
+//! The storage seam: the only code in the engine that touches files.
+//!
+//! Everything above this module (the log, queues, streams, metadata) does its I/O through
+//! [`Storage`] and [`StorageFile`], so tests can swap the real filesystem ([`FsStorage`]) for a
+//! simulated one ([`SimStorage`]) that tears writes, fails the Nth fsync with EIO, runs out of
+//! space, and "crashes" by keeping only what was made durable.
+
+use std::ffi::OsString;
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+mod fs;
+mod sim;
+
+pub use fs::{FsStorage, IoStats};
+pub use sim::{CrashPlan, SimStorage};
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, reads only.
+    Read,
+    /// Existing file, reads and writes.
+    ReadWrite,
+    /// A new file (mode 0600); fails if it exists. The caller fsyncs the directory.
+    CreateNew,
+    /// Open or create (mode 0600), reads and writes.
+    CreateOrOpen,
+}
+
+/// A filesystem.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Creates `path` and any missing parents (mode 0700), fsyncing the parent of each directory
+    /// it creates.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries in a directory, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically renames `from` over `to`. Not durable until [`Storage::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unlinks a file. Not durable until [`Storage::sync_dir`].
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on `path` (created 0600 if missing). With `wait` false,
+    /// fails with [`io::ErrorKind::WouldBlock`] when someone else holds it. The lock is released
+    /// when the guard drops or the process dies.
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Box<dyn LockGuard>>;
+    /// True when `path` exists.
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `pos`; [`io::ErrorKind::UnexpectedEof`] when the file is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `pos`. On error, any prefix may have been written.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// fdatasync.
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the file's first `len` bytes.
+    ///
+    /// The view may be longer than the file (a real mapping reserves room to grow into); the
+    /// caller must not touch bytes at or past the file's length at the time it reads them. It
+    /// may also be shorter than `len` (a simulated snapshot stops at the end of the file).
+    fn map(&self, len: u64) -> io::Result<Mapping>;
+}
+
+/// Held while an advisory lock is held.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// Bytes backing a [`Mapping`].
+pub trait MappedBytes: Send + Sync + Debug {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A shared, cheaply cloned, read-only view of a file (a memory map, or a snapshot in tests).
+#[derive(Debug, Clone)]
+pub struct Mapping(Arc<dyn MappedBytes>);
+
+impl Mapping {
+    /// Wraps mapped bytes.
+    pub fn new(bytes: Arc<dyn MappedBytes>) -> Self {
+        Mapping(bytes)
+    }
+
+    /// All mapped bytes (see [`StorageFile::map`] for which of them may be touched).
+    pub fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+
+    /// Mapped length.
+    pub fn len(&self) -> usize {
+        self.0.bytes().len()
+    }
+
+    /// True when nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The shared storage handle.
+pub type SharedStorage = Arc<dyn Storage>;

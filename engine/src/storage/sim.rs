@@ -1,0 +1,600 @@
+//! A simulated filesystem for fault-injection tests.
+//!
+//! Fault model (after redb's crash backend and TigerBeetle's storage simulator): every file has a
+//! *live* image (what reads see) and a *durable* image (what survives power loss), and the
+//! directory namespace likewise has a live and a durable version. `sync_data` copies a file's
+//! live image to its durable one; `sync_dir` does the same for a directory's entries, so a file
+//! created or renamed without a directory fsync vanishes in a power loss. On top of that a test
+//! can make the Nth fsync fail with EIO (nothing becomes durable), cap the space so writes fail
+//! with ENOSPC after writing what fits, tear the Nth write (a prefix is written, then EIO), flip
+//! bits, and [`SimStorage::crash`] into a new storage holding what a process crash or a power
+//! loss would leave, optionally with a torn prefix of each file's unsynced appended bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::{LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
+
+/// What a crash leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPlan {
+    /// The process dies, the kernel survives: everything written stays, synced or not.
+    ProcessCrash,
+    /// Power loss: only fsynced bytes and fsynced directory entries survive.
+    PowerLoss,
+    /// Power loss in which each file keeps up to `bytes` of the bytes appended since its last
+    /// fsync (a torn write of that length).
+    PowerLossKeeping {
+        /// How many unsynced appended bytes survive per file.
+        bytes: u64,
+    },
+    /// Power loss in which each file keeps a pseudo-random prefix of its unsynced appended bytes.
+    PowerLossTorn {
+        /// Seed of the prefix lengths.
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+type InodeRef = Arc<Mutex<Inode>>;
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Fail the fsync when this many more have succeeded.
+    syncs_before_failure: Option<u64>,
+    /// Bytes that may still be added across all files.
+    space_left: Option<u64>,
+    /// Tear the write when this many more have succeeded, keeping this many bytes.
+    tear: Option<(u64, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: BTreeMap<PathBuf, InodeRef>,
+    durable: BTreeMap<PathBuf, InodeRef>,
+    dirs_live: BTreeSet<PathBuf>,
+    dirs_durable: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+    faults: Faults,
+}
+
+/// Counters of simulated I/O.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    /// Bytes read with `read_exact_at`.
+    pub bytes_read: AtomicU64,
+    /// Successful file fsyncs.
+    pub file_syncs: AtomicU64,
+    /// Directory fsyncs.
+    pub dir_syncs: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    unlocked: Condvar,
+    stats: SimStats,
+}
+
+/// The simulated filesystem. Clones share one filesystem.
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimStorage").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock already failed; keep going for its report.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+impl SimStorage {
+    /// An empty filesystem.
+    pub fn new() -> Self {
+        SimStorage::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SimStats {
+        &self.shared.stats
+    }
+
+    /// The fsync after `n` more successful ones fails with EIO (0: the next one).
+    pub fn fail_sync_after(&self, n: u64) {
+        self.state().faults.syncs_before_failure = Some(n);
+    }
+
+    /// From now on only `bytes` more bytes fit; a write past that writes what fits and fails
+    /// with ENOSPC.
+    pub fn set_space_left(&self, bytes: Option<u64>) {
+        self.state().faults.space_left = bytes;
+    }
+
+    /// The write after `n` more successful ones writes only its first `keep` bytes and fails
+    /// with EIO.
+    pub fn tear_write_after(&self, n: u64, keep: usize) {
+        self.state().faults.tear = Some((n, keep));
+    }
+
+    /// Clears every pending fault.
+    pub fn clear_faults(&self) {
+        self.state().faults = Faults::default();
+    }
+
+    /// Flips bits at `pos` (XOR with `mask`) in both images of a file: bit rot on the medium.
+    pub fn corrupt(&self, path: &Path, pos: usize, mask: u8) -> io::Result<()> {
+        let inode = self.inode(path)?;
+        let mut inode = lock(&inode);
+        let inode = &mut *inode;
+        for image in [&mut inode.live, &mut inode.durable] {
+            if let Some(byte) = image.get_mut(pos) {
+                *byte ^= mask;
+            }
+        }
+        Ok(())
+    }
+
+    /// A file's live contents.
+    pub fn contents(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let inode = self.inode(path)?;
+        let bytes = lock(&inode).live.clone();
+        Ok(bytes)
+    }
+
+    /// Replaces a file's contents in both images (a test fixture writer).
+    pub fn put_file(&self, path: &Path, bytes: &[u8]) {
+        let mut state = self.state();
+        let inode = Arc::new(Mutex::new(Inode {
+            live: bytes.to_vec(),
+            durable: bytes.to_vec(),
+        }));
+        state.live.insert(path.to_path_buf(), Arc::clone(&inode));
+        state.durable.insert(path.to_path_buf(), inode);
+    }
+
+    /// Every live file path, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.state().live.keys().cloned().collect()
+    }
+
+    fn inode(&self, path: &Path) -> io::Result<InodeRef> {
+        self.state()
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))
+    }
+
+    /// What the disk holds after a crash, as a new filesystem (locks are gone: their holders
+    /// died). This storage stays usable, but the two no longer share anything.
+    pub fn crash(&self, plan: CrashPlan) -> SimStorage {
+        let state = self.state();
+        let (names, dirs) = match plan {
+            CrashPlan::ProcessCrash => (&state.live, &state.dirs_live),
+            _ => (&state.durable, &state.dirs_durable),
+        };
+        let mut rng = match plan {
+            CrashPlan::PowerLossTorn { seed } => seed | 1,
+            _ => 1,
+        };
+        let mut files = BTreeMap::new();
+        for (path, inode) in names {
+            let inode = lock(inode);
+            let bytes = match plan {
+                CrashPlan::ProcessCrash => inode.live.clone(),
+                CrashPlan::PowerLoss => inode.durable.clone(),
+                CrashPlan::PowerLossKeeping { bytes } => torn(&inode, bytes),
+                CrashPlan::PowerLossTorn { .. } => {
+                    // xorshift64: deterministic per seed, no dependency.
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let extra = inode.live.len().saturating_sub(inode.durable.len()) as u64;
+                    torn(&inode, rng % (extra + 1))
+                }
+            };
+            files.insert(
+                path.clone(),
+                Arc::new(Mutex::new(Inode {
+                    live: bytes.clone(),
+                    durable: bytes,
+                })),
+            );
+        }
+        let after = SimStorage::new();
+        {
+            let mut new_state = after.state();
+            new_state.durable = files.clone();
+            new_state.live = files;
+            new_state.dirs_live = dirs.clone();
+            new_state.dirs_durable = dirs.clone();
+        }
+        after
+    }
+}
+
+/// The durable image plus up to `keep` bytes of what was appended after it.
+fn torn(inode: &Inode, keep: u64) -> Vec<u8> {
+    let durable = &inode.durable;
+    let live = &inode.live;
+    if live.len() > durable.len() && live.starts_with(durable) {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let end = durable.len().saturating_add(keep).min(live.len());
+        live[..end].to_vec()
+    } else {
+        durable.clone()
+    }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let mut current = PathBuf::new();
+        for part in path.components() {
+            current.push(part);
+            if state.dirs_live.insert(current.clone()) {
+                // Created here: sync its parent, as the real implementation does.
+                state.dirs_durable.insert(current.clone());
+                self.shared.stats.dir_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        let state = self.state();
+        if !state.dirs_live.contains(path) {
+            return Err(not_found(path));
+        }
+        let files = state
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().map(ToOwned::to_owned));
+        let dirs = state
+            .dirs_live
+            .iter()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().map(ToOwned::to_owned));
+        Ok(files.chain(dirs).collect())
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut state = self.state();
+        if !state.dirs_live.contains(&parent_of(path)) {
+            return Err(not_found(path));
+        }
+        let existing = state.live.get(path).cloned();
+        let inode = match (mode, existing) {
+            (OpenMode::CreateNew, Some(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", path.display()),
+                ));
+            }
+            (_, Some(inode)) => inode,
+            (OpenMode::Read | OpenMode::ReadWrite, None) => return Err(not_found(path)),
+            (OpenMode::CreateNew | OpenMode::CreateOrOpen, None) => {
+                let inode = InodeRef::default();
+                state.live.insert(path.to_path_buf(), Arc::clone(&inode));
+                inode
+            }
+        };
+        Ok(Arc::new(SimFile {
+            storage: self.clone(),
+            inode,
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let inode = state.live.remove(from).ok_or_else(|| not_found(from))?;
+        state.live.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.state()
+            .live
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let state = &mut *state;
+        state.durable.retain(|p, _| p.parent() != Some(path));
+        for (p, inode) in &state.live {
+            if p.parent() == Some(path) {
+                state.durable.insert(p.clone(), Arc::clone(inode));
+            }
+        }
+        self.shared.stats.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Box<dyn LockGuard>> {
+        let mut state = self.state();
+        while state.locks.contains(path) {
+            if !wait {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            state = self
+                .shared
+                .unlocked
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.locks.insert(path.to_path_buf());
+        if !state.live.contains_key(path) {
+            let inode = InodeRef::default();
+            state.live.insert(path.to_path_buf(), inode);
+        }
+        Ok(Box::new(SimLock {
+            storage: self.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let state = self.state();
+        state.live.contains_key(path) || state.dirs_live.contains(path)
+    }
+}
+
+struct SimLock {
+    storage: SimStorage,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SimLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimLock({})", self.path.display())
+    }
+}
+
+impl LockGuard for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.storage.state().locks.remove(&self.path);
+        self.storage.shared.unlocked.notify_all();
+    }
+}
+
+struct SimFile {
+    storage: SimStorage,
+    inode: InodeRef,
+    writable: bool,
+}
+
+impl fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimFile").finish_non_exhaustive()
+    }
+}
+
+fn to_usize(pos: u64) -> io::Result<usize> {
+    usize::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+impl SimFile {
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        }
+    }
+}
+
+impl StorageFile for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.inode).live.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        let pos = to_usize(pos)?;
+        let inode = lock(&self.inode);
+        let src = pos
+            .checked_add(buf.len())
+            .and_then(|end| inode.live.get(pos..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        self.storage
+            .stats()
+            .bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.check_writable()?;
+        let pos = to_usize(pos)?;
+        let mut keep = buf.len();
+        let mut failure = None;
+        // Lock order everywhere: filesystem state, then inode.
+        let mut state = self.storage.state();
+        if let Some((countdown, tear_keep)) = state.faults.tear.as_mut() {
+            if *countdown == 0 {
+                keep = keep.min(*tear_keep);
+                failure = Some(io::Error::other("simulated torn write (EIO)"));
+                state.faults.tear = None;
+            } else {
+                *countdown -= 1;
+            }
+        }
+        let mut inode = lock(&self.inode);
+        let old_len = inode.live.len();
+        if let Some(left) = state.faults.space_left.as_mut() {
+            let growth = (pos + keep).saturating_sub(old_len) as u64;
+            if growth <= *left {
+                *left -= growth;
+            } else {
+                let fits = usize::try_from(*left).unwrap_or(usize::MAX);
+                *left = 0;
+                keep = (old_len + fits).saturating_sub(pos).min(keep);
+                failure = Some(io::Error::from(io::ErrorKind::StorageFull));
+            }
+        }
+        let end = pos + keep;
+        if inode.live.len() < end {
+            inode.live.resize(end, 0);
+        }
+        inode.live[pos..end].copy_from_slice(&buf[..keep]);
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        let len = to_usize(len)?;
+        lock(&self.inode).live.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        {
+            let mut state = self.storage.state();
+            if let Some(countdown) = state.faults.syncs_before_failure.as_mut() {
+                if *countdown == 0 {
+                    state.faults.syncs_before_failure = None;
+                    return Err(io::Error::other("simulated fsync failure (EIO)"));
+                }
+                *countdown -= 1;
+            }
+        }
+        let mut inode = lock(&self.inode);
+        inode.durable = inode.live.clone();
+        self.storage
+            .stats()
+            .file_syncs
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn map(&self, len: u64) -> io::Result<Mapping> {
+        let inode = lock(&self.inode);
+        let end = to_usize(len)?.min(inode.live.len());
+        Ok(Mapping::new(Arc::new(Snapshot(inode.live[..end].to_vec()))))
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot(Vec<u8>);
+
+impl MappedBytes for Snapshot {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (SimStorage, PathBuf) {
+        let sim = SimStorage::new();
+        let dir = PathBuf::from("/d");
+        sim.create_dir_all(&dir).unwrap();
+        (sim, dir)
+    }
+
+    #[test]
+    fn power_loss_keeps_only_synced_bytes_and_entries() {
+        let (sim, dir) = setup();
+        let a = dir.join("a");
+        let f = sim.open(&a, OpenMode::CreateNew).unwrap();
+        f.write_all_at(b"durable", 0).unwrap();
+        f.sync_data().unwrap();
+        f.write_all_at(b" and not", 7).unwrap();
+        // The file itself was never made durable by a directory fsync.
+        assert!(sim.crash(CrashPlan::PowerLoss).files().is_empty());
+        sim.sync_dir(&dir).unwrap();
+        let after = sim.crash(CrashPlan::PowerLoss);
+        assert_eq!(after.contents(&a).unwrap(), b"durable");
+        let kill = sim.crash(CrashPlan::ProcessCrash);
+        assert_eq!(kill.contents(&a).unwrap(), b"durable and not");
+        let torn = sim.crash(CrashPlan::PowerLossKeeping { bytes: 3 });
+        assert_eq!(torn.contents(&a).unwrap(), b"durable an");
+    }
+
+    #[test]
+    fn failed_sync_makes_nothing_durable() {
+        let (sim, dir) = setup();
+        let a = dir.join("a");
+        let f = sim.open(&a, OpenMode::CreateNew).unwrap();
+        sim.sync_dir(&dir).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        sim.fail_sync_after(0);
+        assert!(f.sync_data().is_err());
+        assert_eq!(sim.crash(CrashPlan::PowerLoss).contents(&a).unwrap(), b"");
+        f.sync_data().unwrap();
+        assert_eq!(sim.crash(CrashPlan::PowerLoss).contents(&a).unwrap(), b"x");
+    }
+
+    #[test]
+    fn enospc_writes_what_fits() {
+        let (sim, dir) = setup();
+        let f = sim.open(&dir.join("a"), OpenMode::CreateNew).unwrap();
+        sim.set_space_left(Some(4));
+        let err = f.write_all_at(b"abcdef", 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(f.len().unwrap(), 4);
+        // Overwriting in place needs no new space.
+        f.write_all_at(b"xy", 0).unwrap();
+    }
+
+    #[test]
+    fn torn_write_keeps_a_prefix() {
+        let (sim, dir) = setup();
+        let f = sim.open(&dir.join("a"), OpenMode::CreateNew).unwrap();
+        sim.tear_write_after(1, 2);
+        f.write_all_at(b"one", 0).unwrap();
+        assert!(f.write_all_at(b"two", 3).is_err());
+        assert_eq!(sim.contents(&dir.join("a")).unwrap(), b"onetw");
+    }
+
+    #[test]
+    fn rename_is_durable_after_dir_sync() {
+        let (sim, dir) = setup();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        sim.open(&a, OpenMode::CreateNew).unwrap();
+        sim.sync_dir(&dir).unwrap();
+        sim.rename(&a, &b).unwrap();
+        assert_eq!(sim.crash(CrashPlan::PowerLoss).files(), vec![a.clone()]);
+        sim.sync_dir(&dir).unwrap();
+        assert_eq!(sim.crash(CrashPlan::PowerLoss).files(), vec![b]);
+    }
+}
