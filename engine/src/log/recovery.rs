@@ -220,7 +220,8 @@ fn recover_active(
                 )),
             ));
         }
-        _ => header_len,
+        // No head, or one naming an older segment: nothing here is known to be synced.
+        _ => 0,
     };
     if file_len < synced_len {
         return Err(Error::corruption(
@@ -233,19 +234,20 @@ fn recover_active(
         ));
     }
 
-    // A segment shorter than its header was being created when the process died: it holds
-    // nothing, so write its header again.
-    let header = if file_len < header_len && synced_len <= header_len {
-        let now = head.map_or(0, |h| h.last_timestamp_ms);
-        let header = FileHeader {
-            kind: FileKind::Segment,
-            base_offset: base,
-            base_timestamp_ms: now,
-        };
-        segment::create_with_header(storage, &path, &header)?;
-        header
-    } else {
-        segment::read_header(&*file, &path, FileKind::Segment, base)?
+    // A segment no longer than its header holds no record. If its header does not check out
+    // and the head does not vouch for it, the process died while creating it: write it again.
+    let header = match segment::read_header(&*file, &path, FileKind::Segment, base) {
+        Ok(header) => header,
+        Err(_) if file_len <= header_len && synced_len <= header_len => {
+            let header = FileHeader {
+                kind: FileKind::Segment,
+                base_offset: base,
+                base_timestamp_ms: head.map_or(0, |h| h.last_timestamp_ms),
+            };
+            segment::create_with_header(storage, &path, &header)?;
+            header
+        }
+        Err(e) => return Err(e),
     };
     let file_len = file_len.max(header_len);
 

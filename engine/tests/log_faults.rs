@@ -1,0 +1,434 @@
+//! Fault injection through the storage seam (DESIGN rules 5 and 7): after an I/O failure
+//! nothing is assumed written and the log refuses appends until reopened; retention and
+//! compaction never modify a file a reader has mapped.
+
+mod common;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use shoal_engine::Error;
+use shoal_engine::clock::ManualClock;
+use shoal_engine::log::{Durability, Entry, Log, LogOptions, ReadLimit, Retention};
+use shoal_engine::storage::{CrashPlan, FsStorage, SharedStorage, SimStorage, Storage};
+
+fn batch(from: u64, n: u64) -> Vec<Vec<u8>> {
+    (from..from + n).map(payload).collect()
+}
+
+fn append_bodies(log: &Log, bodies: &[Vec<u8>]) -> shoal_engine::Result<u64> {
+    let entries: Vec<Entry<'_>> = bodies.iter().map(|b| Entry::new(b)).collect();
+    log.append(&entries).map(|a| a.first_offset)
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_until_reopened() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 30, 3);
+    storage.fail_sync_after(0);
+    let err = append_bodies(&log, &batch(30, 3)).unwrap_err();
+    assert!(matches!(&err, Error::Io { op: "fsync", .. }), "{err}");
+    // Every later append is refused, even though the next fsync would work.
+    for _ in 0..3 {
+        let err = append_bodies(&log, &batch(30, 1)).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    }
+    assert!(matches!(log.sync(), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.roll(), Err(Error::Poisoned { .. })));
+    // The failed batch was never acknowledged; readers were never told about it.
+    assert_eq!(read_all(&log, 0).len(), 30);
+    // After a power loss and reopen: every acknowledged record, nothing of the failed range.
+    let after = storage.crash(CrashPlan::PowerLoss);
+    drop(log);
+    let log = open_sim(&after, &clock, &options);
+    assert_holds(&log, 0, 30);
+    append_records(&log, 5, 5);
+    assert_holds(&log, 0, 35);
+}
+
+#[test]
+fn a_failed_fsync_during_a_roll_poisons_too() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Never);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 1);
+    storage.fail_sync_after(0);
+    assert!(matches!(log.roll(), Err(Error::Io { op: "fsync", .. })));
+    assert!(matches!(
+        append_bodies(&log, &batch(10, 1)),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn enospc_during_append_is_a_clear_error_and_leaves_nothing_partial() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 20, 4);
+    storage.set_space_left(Some(100));
+    let big: Vec<Vec<u8>> = vec![vec![1u8; 90]; 3];
+    let err = append_bodies(&log, &big).unwrap_err();
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::StorageFull), "{err}");
+    assert!(err.to_string().starts_with("cannot write "), "{err}");
+    assert!(matches!(
+        append_bodies(&log, &batch(20, 1)),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(log);
+    storage.clear_faults();
+    for plan in [CrashPlan::ProcessCrash, CrashPlan::PowerLoss] {
+        let log = open_sim(&storage.crash(plan), &clock, &options);
+        assert_holds(&log, 0, 20);
+        assert!(log.recovery_report().truncated_bytes > 0 || plan == CrashPlan::PowerLoss);
+    }
+}
+
+#[test]
+fn a_torn_write_is_cut_at_reopen() {
+    for keep in [0usize, 1, 31, 32, 33, 100] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(0);
+        let options = small_options(Durability::Never);
+        let log = open_sim(&storage, &clock, &options);
+        append_records(&log, 12, 3);
+        storage.tear_write_after(0, keep);
+        assert!(append_bodies(&log, &batch(12, 3)).is_err());
+        assert!(matches!(
+            append_bodies(&log, &batch(12, 1)),
+            Err(Error::Poisoned { .. })
+        ));
+        drop(log);
+        let log = open_sim(&storage.crash(CrashPlan::ProcessCrash), &clock, &options);
+        assert_holds(&log, 0, 12);
+    }
+}
+
+#[test]
+fn group_commit_shares_fsyncs_between_concurrent_appenders() {
+    /// Simulated storage whose fsync takes 2 ms, like a slow disk.
+    #[derive(Debug, Clone)]
+    struct SlowSync(SimStorage);
+    #[derive(Debug)]
+    struct SlowFile(Arc<dyn shoal_engine::storage::StorageFile>);
+    impl shoal_engine::storage::StorageFile for SlowFile {
+        fn len(&self) -> io::Result<u64> {
+            self.0.len()
+        }
+        fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+            self.0.read_exact_at(buf, pos)
+        }
+        fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+            self.0.write_all_at(buf, pos)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            std::thread::sleep(Duration::from_millis(2));
+            self.0.sync_data()
+        }
+        fn map(&self, len: u64) -> io::Result<shoal_engine::storage::Mapping> {
+            self.0.map(len)
+        }
+    }
+    impl Storage for SlowSync {
+        fn create_dir_all(&self, path: &std::path::Path) -> io::Result<()> {
+            self.0.create_dir_all(path)
+        }
+        fn list_dir(&self, path: &std::path::Path) -> io::Result<Vec<std::ffi::OsString>> {
+            self.0.list_dir(path)
+        }
+        fn open(
+            &self,
+            path: &std::path::Path,
+            mode: shoal_engine::storage::OpenMode,
+        ) -> io::Result<Arc<dyn shoal_engine::storage::StorageFile>> {
+            Ok(Arc::new(SlowFile(self.0.open(path, mode)?)))
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove_file(&self, path: &std::path::Path) -> io::Result<()> {
+            self.0.remove_file(path)
+        }
+        fn sync_dir(&self, path: &std::path::Path) -> io::Result<()> {
+            self.0.sync_dir(path)
+        }
+        fn lock(
+            &self,
+            path: &std::path::Path,
+            wait: bool,
+        ) -> io::Result<Box<dyn shoal_engine::storage::LockGuard>> {
+            self.0.lock(path, wait)
+        }
+        fn exists(&self, path: &std::path::Path) -> bool {
+            self.0.exists(path)
+        }
+    }
+
+    let sim = SimStorage::new();
+    let storage: SharedStorage = Arc::new(SlowSync(sim.clone()));
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        durability: Durability::Always,
+        ..LogOptions::default()
+    };
+    let log = Arc::new(Log::open(storage, clock, sim_dir(), options).unwrap());
+    let syncs_before = sim
+        .stats()
+        .file_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let threads = 8;
+    let per_thread = 25;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let log = Arc::clone(&log);
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let body = format!("{t}-{i}");
+                    log.append(&[Entry::new(body.as_bytes())]).unwrap();
+                }
+            });
+        }
+    });
+    let syncs = sim
+        .stats()
+        .file_syncs
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - syncs_before;
+    let appends = (threads * per_thread) as u64;
+    assert_eq!(log.next_offset(), appends);
+    // Without group commit every append would cost its own fsync.
+    assert!(
+        syncs * 2 <= appends,
+        "{syncs} fsyncs for {appends} concurrent appends"
+    );
+    // And every acknowledged append is durable.
+    drop(log);
+    let after = sim.crash(CrashPlan::PowerLoss);
+    let log = open_sim(&after, &ManualClock::new(0), &LogOptions::default());
+    assert_eq!(log.next_offset(), appends);
+}
+
+#[test]
+fn interval_mode_syncs_in_the_background_and_on_close() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        durability: Durability::Interval(Duration::from_millis(5)),
+        ..LogOptions::default()
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 10);
+    // The background thread makes it durable without anyone asking (bounded wait, no timing
+    // assertion: the check is that it happens at all).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let survivor = storage.crash(CrashPlan::PowerLoss);
+        if open_sim(&survivor, &clock, &options).next_offset() == 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "interval sync never happened"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    append_records(&log, 5, 5);
+    log.close().unwrap();
+    let log = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
+    assert_holds(&log, 0, 15);
+}
+
+#[test]
+fn never_mode_survives_a_process_crash_but_not_necessarily_power_loss() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        durability: Durability::Never,
+        ..LogOptions::default()
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 2);
+    let crashed = storage.crash(CrashPlan::ProcessCrash);
+    let lost = storage.crash(CrashPlan::PowerLoss);
+    drop(log);
+    assert_holds(&open_sim(&crashed, &clock, &options), 0, 10);
+    // Nothing was fsynced: the records are gone, but the log still opens cleanly.
+    assert_holds(&open_sim(&lost, &clock, &options), 0, 0);
+}
+
+#[test]
+fn retention_by_age_and_size_deletes_whole_sealed_segments() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000_000);
+    let options = LogOptions {
+        segment_bytes_max: 1024,
+        ..small_options(Durability::Always)
+    };
+    let log = open_sim(&storage, &clock, &options);
+    for _ in 0..10 {
+        append_records(&log, 20, 4);
+        clock.advance(60_000);
+    }
+    let segments = log.segments().unwrap();
+    assert!(segments.len() > 10);
+    // Nothing is an hour old yet.
+    let hour = Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        max_bytes: None,
+    };
+    assert!(log.enforce_retention(&hour).unwrap().removed_segments.is_empty());
+    // Keep five minutes: records appended in the first five rounds go, as whole segments.
+    let five_minutes = Retention {
+        max_age: Some(Duration::from_secs(300)),
+        max_bytes: None,
+    };
+    let report = log.enforce_retention(&five_minutes).unwrap();
+    assert!(!report.removed_segments.is_empty());
+    let start = report.start_offset;
+    assert_eq!(log.start_offset(), start);
+    assert_eq!(log.segments().unwrap()[0], start);
+    assert!(start <= 120, "records younger than five minutes were removed: {start}");
+    assert!(start >= 60, "too little removed: {start}");
+    assert_holds(&log, start, 200);
+    assert!(matches!(
+        log.read(0, ReadLimit::records(1)),
+        Err(Error::OffsetTrimmed { requested: 0, start: s }) if s == start
+    ));
+    // Size: keep at most ~3 KiB. The active segment is never removed.
+    let report = log
+        .enforce_retention(&Retention {
+            max_age: None,
+            max_bytes: Some(3 * 1024),
+        })
+        .unwrap();
+    let remaining = log.segments().unwrap();
+    assert!(remaining.len() <= 4, "{remaining:?}");
+    assert_eq!(remaining[0], report.start_offset);
+    let everything = Retention {
+        max_age: None,
+        max_bytes: Some(0),
+    };
+    log.enforce_retention(&everything).unwrap();
+    assert_eq!(log.segments().unwrap().len(), 1);
+    // A reopened log and a fresh reader agree on the new start.
+    let start = log.start_offset();
+    drop(log);
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.start_offset(), start);
+    assert_holds(&log, start, 200);
+}
+
+#[test]
+fn compaction_and_retention_leave_mapped_readers_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: SharedStorage = Arc::new(FsStorage::new());
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Always);
+    let log = Log::open(storage.clone(), clock.clone(), tmp.path(), options).unwrap();
+    append_records(&log, 100, 5);
+    let segments = log.segments().unwrap();
+    let (first, second) = (segments[0], segments[1]);
+    // A reader holds records of the first segment, borrowed from its memory map.
+    let held = log.read(first, ReadLimit::records(1000)).unwrap();
+    let held_copy: Vec<(u64, Vec<u8>)> = held.iter().map(|r| (r.offset, r.payload.to_vec())).collect();
+    assert_eq!(held_copy.len() as u64, second - first);
+    // Compaction drops the odd offsets of that segment.
+    let report = log.compact_segment(first, |r| r.offset % 2 == 0).unwrap();
+    assert_eq!(
+        report.records_kept + report.records_removed,
+        second - first
+    );
+    assert!(report.bytes_after < report.bytes_before);
+    // The held batch still reads the old bytes, unchanged.
+    let still: Vec<(u64, Vec<u8>)> = held.iter().map(|r| (r.offset, r.payload.to_vec())).collect();
+    assert_eq!(still, held_copy);
+    // New reads see the compacted segment: gaps skipped, offsets preserved.
+    let fresh: Vec<u64> = read_all(&log, first).iter().map(|(o, _)| *o).take_while(|o| *o < second).collect();
+    assert_eq!(fresh, (first..second).filter(|o| o % 2 == 0).collect::<Vec<_>>());
+    for (offset, bytes) in read_all(&log, 0) {
+        assert_eq!(bytes, payload(offset));
+    }
+    // Reading an offset compaction removed returns the next one kept.
+    let batch = log.read(first + 1, ReadLimit::records(1)).unwrap();
+    assert_eq!(batch.iter().next().unwrap().offset, first + 2);
+    // Retention now unlinks the segment; the held mapping is still fine.
+    let held2 = log.read(first, ReadLimit::records(1000)).unwrap();
+    log.enforce_retention(&Retention {
+        max_age: None,
+        max_bytes: Some(0),
+    })
+    .unwrap();
+    assert!(held2.iter().all(|r| r.payload == payload(r.offset)));
+    assert_eq!(still, held.iter().map(|r| (r.offset, r.payload.to_vec())).collect::<Vec<_>>());
+    // No compaction leftovers; reopen is clean.
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".compact")), "{names:?}");
+    drop(log);
+    let log = Log::open(storage, clock, tmp.path(), small_options(Durability::Always)).unwrap();
+    assert!(log.recovery_report().removed_files.is_empty());
+    assert_eq!(log.next_offset(), 100);
+}
+
+#[test]
+fn enospc_during_compaction_leaves_the_old_segment_intact() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 100, 5);
+    let first = log.segments().unwrap()[0];
+    let path = segment_file(&sim_dir(), first);
+    let before = storage.contents(&path).unwrap();
+    storage.set_space_left(Some(200));
+    let err = log.compact_segment(first, |r| r.offset % 3 == 0).unwrap_err();
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::StorageFull), "{err}");
+    storage.clear_faults();
+    assert_eq!(storage.contents(&path).unwrap(), before);
+    assert!(
+        !storage.files().iter().any(|p| p.to_string_lossy().ends_with(".compact")),
+        "temporary files left behind"
+    );
+    assert_holds(&log, 0, 100);
+    // Compaction is not a write to the active segment: appends still work.
+    append_records(&log, 1, 1);
+}
+
+#[test]
+fn a_crash_in_the_middle_of_compaction_recovers_either_version() {
+    // Crash images after each step of the swap, taken by replaying it by hand.
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 100, 5);
+    let first = log.segments().unwrap()[0];
+    drop(log);
+    let path = segment_file(&sim_dir(), first);
+    let index = sim_dir().join(format!("{first:020}.index"));
+    // 1. Only the temporary copy exists.
+    let temp = sim_dir().join(format!("{first:020}.log.compact"));
+    storage.put_file(&temp, b"partial");
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.recovery_report().removed_files, vec![temp.clone()]);
+    assert_holds(&log, 0, 100);
+    drop(log);
+    // 2. The old index is gone, the segment not yet replaced.
+    storage.remove_file(&index).unwrap();
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.recovery_report().indexes_rebuilt, vec![first]);
+    assert_holds(&log, 0, 100);
+    assert!(storage.exists(&path));
+}
