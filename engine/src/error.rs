@@ -187,8 +187,12 @@ pub enum CorruptionKind {
 impl fmt::Display for CorruptionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CorruptionKind::BadMagic => write!(f, "the file does not start with shoal's magic number"),
-            CorruptionKind::HeaderChecksum => write!(f, "the file header's checksum does not match"),
+            CorruptionKind::BadMagic => {
+                write!(f, "the file does not start with shoal's magic number")
+            }
+            CorruptionKind::HeaderChecksum => {
+                write!(f, "the file header's checksum does not match")
+            }
             CorruptionKind::FrameHeaderChecksum => {
                 write!(f, "a record header's checksum does not match")
             }

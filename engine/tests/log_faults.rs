@@ -1,6 +1,11 @@
 //! Fault injection through the storage seam (DESIGN rules 5 and 7): after an I/O failure
 //! nothing is assumed written and the log refuses appends until reopened; retention and
 //! compaction never modify a file a reader has mapped.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is the failure report, and test bytes wrap on purpose"
+)]
 
 mod common;
 
@@ -286,7 +291,12 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
         max_age: Some(Duration::from_secs(3600)),
         max_bytes: None,
     };
-    assert!(log.enforce_retention(&hour).unwrap().removed_segments.is_empty());
+    assert!(
+        log.enforce_retention(&hour)
+            .unwrap()
+            .removed_segments
+            .is_empty()
+    );
     // Keep five minutes: records appended in the first five rounds go, as whole segments.
     let five_minutes = Retention {
         max_age: Some(Duration::from_secs(300)),
@@ -297,7 +307,10 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
     let start = report.start_offset;
     assert_eq!(log.start_offset(), start);
     assert_eq!(log.segments().unwrap()[0], start);
-    assert!(start <= 120, "records younger than five minutes were removed: {start}");
+    assert!(
+        start <= 120,
+        "records younger than five minutes were removed: {start}"
+    );
     assert!(start >= 60, "too little removed: {start}");
     assert_holds(&log, start, 200);
     assert!(matches!(
@@ -340,21 +353,31 @@ fn compaction_and_retention_leave_mapped_readers_intact() {
     let (first, second) = (segments[0], segments[1]);
     // A reader holds records of the first segment, borrowed from its memory map.
     let held = log.read(first, ReadLimit::records(1000)).unwrap();
-    let held_copy: Vec<(u64, Vec<u8>)> = held.iter().map(|r| (r.offset, r.payload.to_vec())).collect();
+    let held_copy: Vec<(u64, Vec<u8>)> = held
+        .iter()
+        .map(|r| (r.offset, r.payload.to_vec()))
+        .collect();
     assert_eq!(held_copy.len() as u64, second - first);
     // Compaction drops the odd offsets of that segment.
     let report = log.compact_segment(first, |r| r.offset % 2 == 0).unwrap();
-    assert_eq!(
-        report.records_kept + report.records_removed,
-        second - first
-    );
+    assert_eq!(report.records_kept + report.records_removed, second - first);
     assert!(report.bytes_after < report.bytes_before);
     // The held batch still reads the old bytes, unchanged.
-    let still: Vec<(u64, Vec<u8>)> = held.iter().map(|r| (r.offset, r.payload.to_vec())).collect();
+    let still: Vec<(u64, Vec<u8>)> = held
+        .iter()
+        .map(|r| (r.offset, r.payload.to_vec()))
+        .collect();
     assert_eq!(still, held_copy);
     // New reads see the compacted segment: gaps skipped, offsets preserved.
-    let fresh: Vec<u64> = read_all(&log, first).iter().map(|(o, _)| *o).take_while(|o| *o < second).collect();
-    assert_eq!(fresh, (first..second).filter(|o| o % 2 == 0).collect::<Vec<_>>());
+    let fresh: Vec<u64> = read_all(&log, first)
+        .iter()
+        .map(|(o, _)| *o)
+        .take_while(|o| *o < second)
+        .collect();
+    assert_eq!(
+        fresh,
+        (first..second).filter(|o| o % 2 == 0).collect::<Vec<_>>()
+    );
     for (offset, bytes) in read_all(&log, 0) {
         assert_eq!(bytes, payload(offset));
     }
@@ -369,7 +392,12 @@ fn compaction_and_retention_leave_mapped_readers_intact() {
     })
     .unwrap();
     assert!(held2.iter().all(|r| r.payload == payload(r.offset)));
-    assert_eq!(still, held.iter().map(|r| (r.offset, r.payload.to_vec())).collect::<Vec<_>>());
+    assert_eq!(
+        still,
+        held.iter()
+            .map(|r| (r.offset, r.payload.to_vec()))
+            .collect::<Vec<_>>()
+    );
     // No compaction leftovers; reopen is clean.
     let names: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -377,7 +405,13 @@ fn compaction_and_retention_leave_mapped_readers_intact() {
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".compact")), "{names:?}");
     drop(log);
-    let log = Log::open(storage, clock, tmp.path(), small_options(Durability::Always)).unwrap();
+    let log = Log::open(
+        storage,
+        clock,
+        tmp.path(),
+        small_options(Durability::Always),
+    )
+    .unwrap();
     assert!(log.recovery_report().removed_files.is_empty());
     assert_eq!(log.next_offset(), 100);
 }
@@ -393,12 +427,17 @@ fn enospc_during_compaction_leaves_the_old_segment_intact() {
     let path = segment_file(&sim_dir(), first);
     let before = storage.contents(&path).unwrap();
     storage.set_space_left(Some(200));
-    let err = log.compact_segment(first, |r| r.offset % 3 == 0).unwrap_err();
+    let err = log
+        .compact_segment(first, |r| r.offset % 3 == 0)
+        .unwrap_err();
     assert_eq!(err.io_kind(), Some(io::ErrorKind::StorageFull), "{err}");
     storage.clear_faults();
     assert_eq!(storage.contents(&path).unwrap(), before);
     assert!(
-        !storage.files().iter().any(|p| p.to_string_lossy().ends_with(".compact")),
+        !storage
+            .files()
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".compact")),
         "temporary files left behind"
     );
     assert_holds(&log, 0, 100);

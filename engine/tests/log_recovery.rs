@@ -1,5 +1,10 @@
 //! Recovery: a torn or damaged tail is cut back to the last complete batch; damage anywhere
 //! else is a typed error naming the file and byte, never a panic and never wrong data.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is the failure report, and test bytes wrap on purpose"
+)]
 
 mod common;
 
@@ -26,10 +31,19 @@ fn log_with_unsynced_tail() -> (SimStorage, Arc<ManualClock>, LogOptions, u64, u
     append_records(&log, 40, 4);
     log.sync().unwrap();
     append_records(&log, 3, 3);
-    let end = storage.contents(&segment_file(&sim_dir(), 0)).unwrap().len() as u64;
+    let end = storage
+        .contents(&segment_file(&sim_dir(), 0))
+        .unwrap()
+        .len() as u64;
     let last_start = end - (32 + payload(42).len() as u64);
     drop(log);
-    (storage.crash(CrashPlan::ProcessCrash), clock, options, last_start, end)
+    (
+        storage.crash(CrashPlan::ProcessCrash),
+        clock,
+        options,
+        last_start,
+        end,
+    )
 }
 
 #[test]
@@ -48,7 +62,11 @@ fn truncating_the_tail_at_every_byte_of_the_last_record() {
         } else {
             // The batch is incomplete: all three of its records go, the rest stays.
             assert_holds(&log, 0, 40);
-            assert_eq!(log.recovery_report().truncated_bytes, cut - batch_start, "cut {cut}");
+            assert_eq!(
+                log.recovery_report().truncated_bytes,
+                cut - batch_start,
+                "cut {cut}"
+            );
             assert_eq!(copy.contents(&path).unwrap().len() as u64, batch_start);
         }
         // The log keeps working after recovery.
@@ -64,7 +82,8 @@ fn corrupting_the_tail_at_every_byte_of_the_last_record() {
     for pos in last_start..end {
         for mask in [0x01, 0x80, 0xff] {
             let copy = storage.crash(CrashPlan::ProcessCrash);
-            copy.corrupt(&path, usize::try_from(pos).unwrap(), mask).unwrap();
+            copy.corrupt(&path, usize::try_from(pos).unwrap(), mask)
+                .unwrap();
             let log = open_sim(&copy, &clock, &options);
             assert_holds(&log, 0, 40);
             assert!(log.recovery_report().truncated_bytes > 0);
@@ -110,7 +129,10 @@ fn damage_inside_the_synced_region_is_reported_not_truncated() {
         }
         other => panic!("expected corruption in the synced region, got {other}"),
     }
-    assert!(err.to_string().contains("00000000000000000000.log"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000000.log"),
+        "{err}"
+    );
     // Nothing was cut.
     assert_eq!(storage.contents(&path).unwrap(), before);
 }
@@ -129,8 +151,7 @@ fn a_checksum_mismatch_in_a_sealed_segment_is_a_typed_error_and_earlier_records_
     let bytes = storage.contents(&path).unwrap();
     let mut position = 64usize;
     for _ in 0..4 {
-        let payload_len =
-            u32::from_le_bytes(bytes[position + 4..position + 8].try_into().unwrap());
+        let payload_len = u32::from_le_bytes(bytes[position + 4..position + 8].try_into().unwrap());
         position += 32 + usize::try_from(payload_len).unwrap();
     }
     storage.corrupt(&path, position + 40, 0x04).unwrap();

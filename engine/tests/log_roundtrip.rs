@@ -1,4 +1,9 @@
 //! Round trips: whatever is appended reads back identical, across rolls, reopens and crashes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is the failure report, and test bytes wrap on purpose"
+)]
 
 mod common;
 
@@ -49,7 +54,13 @@ fn read_everything(log: &Log) -> Vec<Stored> {
             return out;
         }
         out.extend(batch.iter().map(|r| {
-            (r.offset, r.timestamp_ms, r.kind, r.header.to_vec(), r.payload.to_vec())
+            (
+                r.offset,
+                r.timestamp_ms,
+                r.kind,
+                r.header.to_vec(),
+                r.payload.to_vec(),
+            )
         }));
         next = batch.next_offset();
     }
@@ -192,11 +203,20 @@ fn invalid_appends_change_nothing() {
         .append(&[Entry::new(b"fine"), Entry::new(&big)])
         .unwrap_err();
     assert!(
-        matches!(err, shoal_engine::Error::RecordTooLarge { size: 101, max: 100 }),
+        matches!(
+            err,
+            shoal_engine::Error::RecordTooLarge {
+                size: 101,
+                max: 100
+            }
+        ),
         "{err}"
     );
     assert!(log.append(&[]).is_err());
-    assert_eq!(storage.contents(&segment_file(&sim_dir(), 0)).unwrap(), before);
+    assert_eq!(
+        storage.contents(&segment_file(&sim_dir(), 0)).unwrap(),
+        before
+    );
     assert_eq!(log.next_offset(), 0);
     // The log still works.
     log.append(&[Entry::new(b"fine")]).unwrap();
@@ -214,7 +234,10 @@ fn timestamps_are_monotonic_when_the_clock_goes_back() {
     assert_eq!(first.timestamp_ms, 10_000);
     assert_eq!(second.timestamp_ms, 10_000);
     clock.set(20_000);
-    assert_eq!(log.append(&[Entry::new(b"c")]).unwrap().timestamp_ms, 20_000);
+    assert_eq!(
+        log.append(&[Entry::new(b"c")]).unwrap().timestamp_ms,
+        20_000
+    );
 }
 
 /// Segments roll by age as well as by size.

@@ -154,7 +154,10 @@ mod tests {
         for bit in 0..FILE_HEADER_LEN * 8 {
             let mut bad = good;
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(FileHeader::decode(FileKind::Segment, &bad).is_err(), "bit {bit}");
+            assert!(
+                FileHeader::decode(FileKind::Segment, &bad).is_err(),
+                "bit {bit}"
+            );
         }
     }
 

@@ -92,8 +92,7 @@ impl Head {
         if version == 0 || version > FORMAT_VERSION {
             return Err(HeaderError::Version(version));
         }
-        if LittleEndian::read_u32(&buf[HEAD_CRC_OFFSET..]) != crc::masked(&buf[..HEAD_CRC_OFFSET])
-        {
+        if LittleEndian::read_u32(&buf[HEAD_CRC_OFFSET..]) != crc::masked(&buf[..HEAD_CRC_OFFSET]) {
             return Err(HeaderError::Checksum);
         }
         let head = Head {

@@ -74,8 +74,7 @@ pub fn decode_entries(body: &[u8], min_position: u32, max_position: u64) -> Vec<
         };
         let entry = IndexEntry::decode(raw);
         let ordered = entries.last().is_none_or(|prev| prev.precedes(&entry));
-        if !ordered || entry.position < min_position || u64::from(entry.position) >= max_position
-        {
+        if !ordered || entry.position < min_position || u64::from(entry.position) >= max_position {
             break;
         }
         entries.push(entry);

@@ -237,8 +237,22 @@ mod tests {
             panic!("did not decode")
         };
         assert_eq!(
-            (f.offset, f.timestamp_ms, f.kind, f.header, f.payload, f.frame_len),
-            (12, 1_700_000_000_123, 3, &b"key"[..], &b"hello, world"[..], bytes.len())
+            (
+                f.offset,
+                f.timestamp_ms,
+                f.kind,
+                f.header,
+                f.payload,
+                f.frame_len
+            ),
+            (
+                12,
+                1_700_000_000_123,
+                3,
+                &b"key"[..],
+                &b"hello, world"[..],
+                bytes.len()
+            )
         );
         assert!(f.ends_batch());
     }

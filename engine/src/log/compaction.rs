@@ -124,7 +124,8 @@ pub(super) fn compact(
         let out = storage
             .open(&temp, OpenMode::CreateOrOpen)
             .map_err(|e| Error::io("create", &temp, e))?;
-        out.set_len(0).map_err(|e| Error::io("truncate", &temp, e))?;
+        out.set_len(0)
+            .map_err(|e| Error::io("truncate", &temp, e))?;
         out.write_all_at(&new, 0)
             .map_err(|e| Error::io("write", &temp, e))?;
         out.sync_data().map_err(|e| Error::io("fsync", &temp, e))?;

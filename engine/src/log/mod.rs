@@ -465,7 +465,9 @@ impl Inner {
 
     fn validate(&self, entries: &[Entry<'_>]) -> Result<u64> {
         if entries.is_empty() {
-            return Err(Error::InvalidArgument("a batch needs at least one record".into()));
+            return Err(Error::InvalidArgument(
+                "a batch needs at least one record".into(),
+            ));
         }
         let max = u64::from(self.options.max_record_bytes);
         let mut total = 0u64;
@@ -499,7 +501,9 @@ impl Inner {
         }
         let position = w.active.len;
         if position + batch_len > u64::from(u32::MAX) {
-            return Err(Error::InvalidArgument("batch does not fit in a segment".into()));
+            return Err(Error::InvalidArgument(
+                "batch does not fit in a segment".into(),
+            ));
         }
         w.frames.clear();
         w.entries.clear();
@@ -568,13 +572,10 @@ impl Inner {
     fn should_roll(&self, w: &Writer, batch_len: u64, now: u64) -> bool {
         let has_records = w.active.len > FILE_HEADER_LEN as u64;
         let full = w.active.len + batch_len > self.options.segment_bytes_max;
-        let old = self
-            .options
-            .segment_age_max
-            .is_some_and(|age| {
-                now.saturating_sub(w.active.base_timestamp_ms)
-                    >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
-            });
+        let old = self.options.segment_age_max.is_some_and(|age| {
+            now.saturating_sub(w.active.base_timestamp_ms)
+                >= u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+        });
         has_records && (full || old)
     }
 
@@ -677,7 +678,11 @@ impl Inner {
     fn sync_once(&self) -> Result<Watermark> {
         let (file, path, target) = {
             let w = guard(&self.writer);
-            (Arc::clone(&w.active.file), w.active.path.clone(), w.watermark())
+            (
+                Arc::clone(&w.active.file),
+                w.active.path.clone(),
+                w.watermark(),
+            )
         };
         // Outside the writer lock: appenders keep writing the next group meanwhile, and this
         // one fsync covers every batch written before it started.

@@ -256,7 +256,9 @@ impl LogReader {
         for &base in bases.get(lo.saturating_sub(1)..).unwrap_or_default() {
             let (map, limit) = self.mapped(&mut state, base)?;
             let start = self
-                .index_floor(&mut state, base, &map, limit, |e| e.timestamp_ms < timestamp_ms)?
+                .index_floor(&mut state, base, &map, limit, |e| {
+                    e.timestamp_ms < timestamp_ms
+                })?
                 .unwrap_or(FILE_HEADER_LEN as u64);
             let path = segment::segment_path(&self.dir, base);
             let bytes = map.bytes().get(..to_usize(limit)?).unwrap_or_default();
@@ -491,7 +493,10 @@ impl LogReader {
             view.index = match self.storage.open(&index_path, OpenMode::Read) {
                 Ok(file) => {
                     let len = file.len().map_err(|e| Error::io("stat", &index_path, e))?;
-                    Some(file.map(len).map_err(|e| Error::io("map", &index_path, e))?)
+                    Some(
+                        file.map(len)
+                            .map_err(|e| Error::io("map", &index_path, e))?,
+                    )
                 }
                 // A missing index (mid-compaction) just means a longer scan.
                 Err(_) => None,
@@ -546,7 +551,9 @@ fn relist(storage: &dyn crate::storage::Storage, dir: &Path, state: &mut State) 
         .into_iter()
         .filter(|&base| base <= active)
         .collect();
-    state.segments.retain(|base, _| present.binary_search(base).is_ok());
+    state
+        .segments
+        .retain(|base, _| present.binary_search(base).is_ok());
     for base in present {
         state.segments.entry(base).or_default();
     }

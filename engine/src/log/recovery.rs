@@ -24,6 +24,10 @@ use crate::codec::record::{self, Decoded};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
+/// The file header's length as the index stores positions.
+const HEADER_LEN_U32: u32 = 64;
+const _: () = assert!(HEADER_LEN_U32 as usize == FILE_HEADER_LEN);
+
 /// What recovery found and did when a log was opened for writing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -262,7 +266,7 @@ fn recover_active(
     let mut entries = match segment::read_header(&*index_file, &index_path, FileKind::Index, base) {
         Ok(_) => {
             let body = read_all(&*index_file, &index_path, header_len, index_len)?;
-            index::decode_entries(&body, FILE_HEADER_LEN as u32, file_len)
+            index::decode_entries(&body, HEADER_LEN_U32, file_len)
         }
         Err(_) => {
             // A missing or damaged index header: the index is only a hint, start it afresh.
@@ -317,7 +321,7 @@ fn recover_active(
             valid_end = position + frame.frame_len as u64;
             next_offset = frame.offset + 1;
             last_ts = last_ts.max(frame.timestamp_ms);
-            entries.extend(pending.drain(..));
+            entries.append(&mut pending);
         }
     }
     if valid_end < synced_len {
@@ -394,17 +398,17 @@ pub(super) fn index_entries_for(
     let mut last_indexed = FILE_HEADER_LEN as u64;
     let mut batch_start = true;
     for (position, frame) in scan.by_ref() {
-        if batch_start && position - last_indexed >= u64::from(interval) {
-            if let (Ok(rel_offset), Ok(pos)) =
+        if batch_start
+            && position - last_indexed >= u64::from(interval)
+            && let (Ok(rel_offset), Ok(pos)) =
                 (u32::try_from(frame.offset - base), u32::try_from(position))
-            {
-                entries.push(IndexEntry {
-                    rel_offset,
-                    position: pos,
-                    timestamp_ms: frame.timestamp_ms,
-                });
-                last_indexed = position;
-            }
+        {
+            entries.push(IndexEntry {
+                rel_offset,
+                position: pos,
+                timestamp_ms: frame.timestamp_ms,
+            });
+            last_indexed = position;
         }
         batch_start = frame.ends_batch();
     }
@@ -452,7 +456,8 @@ pub(super) fn write_index(
     let file = storage
         .open(path, OpenMode::CreateOrOpen)
         .map_err(|e| Error::io("create", path, e))?;
-    file.set_len(0).map_err(|e| Error::io("truncate", path, e))?;
+    file.set_len(0)
+        .map_err(|e| Error::io("truncate", path, e))?;
     file.write_all_at(&bytes, 0)
         .map_err(|e| Error::io("write", path, e))?;
     file.sync_data().map_err(|e| Error::io("fsync", path, e))

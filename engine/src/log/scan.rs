@@ -158,7 +158,10 @@ mod tests {
         let bytes = frames(&[5, 7]);
         let mut scan = FrameScan::new(&bytes, 0, 0).contiguous_from(5);
         assert_eq!(scan.by_ref().count(), 1);
-        assert!(matches!(scan.stop(), Some(Stop::Corrupt { position: 35, .. })));
+        assert!(matches!(
+            scan.stop(),
+            Some(Stop::Corrupt { position: 35, .. })
+        ));
         // Sealed, compacted segments may have gaps, but never go backwards.
         assert_eq!(FrameScan::new(&bytes, 0, 0).count(), 2);
         let back = frames(&[7, 5]);

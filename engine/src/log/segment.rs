@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
 use crate::codec::FORMAT_VERSION;
+use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
@@ -169,7 +169,8 @@ pub fn create_with_header(
     let file = storage
         .open(path, OpenMode::CreateOrOpen)
         .map_err(|e| Error::io("create", path, e))?;
-    file.set_len(0).map_err(|e| Error::io("truncate", path, e))?;
+    file.set_len(0)
+        .map_err(|e| Error::io("truncate", path, e))?;
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", path, e))?;
     file.sync_data().map_err(|e| Error::io("fsync", path, e))?;
@@ -198,8 +199,18 @@ mod tests {
             parse_file_name(c.file_name().unwrap()),
             LogFileName::CompactTemp
         );
-        for other in ["LOCK", "head", "42.log", "0000000000000000004x.log", "00000000000000000042.txt"] {
-            assert_eq!(parse_file_name(OsStr::new(other)), LogFileName::Other, "{other}");
+        for other in [
+            "LOCK",
+            "head",
+            "42.log",
+            "0000000000000000004x.log",
+            "00000000000000000042.txt",
+        ] {
+            assert_eq!(
+                parse_file_name(OsStr::new(other)),
+                LogFileName::Other,
+                "{other}"
+            );
         }
     }
 }

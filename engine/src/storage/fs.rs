@@ -186,7 +186,10 @@ impl StorageFile for FsFile {
         // active segment need not be remapped as it grows; bytes past the end are never
         // touched (touching them would raise SIGBUS, the worst outcome if a foreign process
         // truncated the file anyway).
-        #[expect(unsafe_code, reason = "the only memory map in the engine; see SAFETY above")]
+        #[expect(
+            unsafe_code,
+            reason = "the only memory map in the engine; see SAFETY above"
+        )]
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
         Ok(Mapping::new(Arc::new(FsMap(map))))
     }

@@ -54,6 +54,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
 }
 
 /// An open file.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's emptiness is never asked, only its length"
+)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
