@@ -258,3 +258,60 @@ fn segments_roll_by_age() {
     log.append(&[Entry::new(b"c")]).unwrap();
     assert_eq!(log.segments().unwrap(), vec![0, 2]);
 }
+
+/// Two shared writers on one log take turns: each append lands after the other's, and a
+/// writer that died holding the lock leaves nothing that was not acknowledged.
+#[test]
+fn shared_writers_interleave_and_catch_up() {
+    use shoal_engine::log::WriterLock;
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..small_options(Durability::Always)
+    };
+    let a = open_sim(&storage, &clock, &options);
+    let b = open_sim(&storage, &clock, &options);
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let (log, name) = if i % 3 == 0 { (&a, "a") } else { (&b, "b") };
+        let body = format!("{name}{i}");
+        let appended = log.append(&[Entry::new(body.as_bytes())]).unwrap();
+        assert_eq!(appended.first_offset, i, "append {i} by {name}");
+        expected.push(body.into_bytes());
+        if i % 50 == 49 {
+            log.roll().unwrap();
+        }
+    }
+    let got: Vec<Vec<u8>> = read_all(&a, 0).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, expected);
+    // An exclusive writer cannot open while shared writers exist... only while one holds the
+    // lock; between appends the lock is free.
+    let exclusive = LogOptions {
+        writer_lock: WriterLock::Exclusive,
+        ..options.clone()
+    };
+    let c = open_sim(&storage, &clock, &exclusive);
+    c.append(&[Entry::new(b"c")]).unwrap();
+    drop(c);
+    // Bytes past the head (a writer killed inside the lock) are cut by the next writer.
+    let head_next = a.reader().next_offset().unwrap();
+    assert_eq!(head_next, 201);
+    let active = *a.segments().unwrap().last().unwrap();
+    let path = segment_file(&sim_dir(), active);
+    let committed = storage.contents(&path).unwrap().len();
+    // A writer that dies inside the lock wrote through its own handle to the same file.
+    let dying = shoal_engine::storage::Storage::open(
+        &storage,
+        &path,
+        shoal_engine::storage::OpenMode::ReadWrite,
+    )
+    .unwrap();
+    dying.write_all_at(&[0xAB; 100], committed as u64).unwrap();
+    let appended = b.append(&[Entry::new(b"after")]).unwrap();
+    assert_eq!(appended.first_offset, 201);
+    let bytes = storage.contents(&path).unwrap();
+    assert!(bytes.len() < committed + 100);
+    let last = read_all(&a, 200);
+    assert_eq!(last, vec![(200, b"c".to_vec()), (201, b"after".to_vec())]);
+}

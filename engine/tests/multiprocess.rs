@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use shoal_engine::Error;
 use shoal_engine::clock::SystemClock;
-use shoal_engine::log::{Durability, Entry, Log, LogOptions, LogReader, ReadLimit};
+use shoal_engine::log::{Durability, Entry, Log, LogOptions, LogReader, ReadLimit, WriterLock};
 use shoal_engine::storage::{FsStorage, SharedStorage};
 
 fn storage() -> SharedStorage {
@@ -86,6 +86,29 @@ fn child_main(role: &str) {
                 let appended = log.append(&entries).expect("append");
                 // Printed only once the batch is durable: a line read is an acknowledgement.
                 writeln!(out, "ack {} {}", appended.first_offset, appended.count).unwrap();
+                out.flush().unwrap();
+            }
+        }
+        "shared-append" => {
+            let id: u64 = args[2].parse().unwrap();
+            let batches: u64 = args[3].parse().unwrap();
+            let log = Log::open(
+                storage(),
+                Arc::new(SystemClock),
+                &dir,
+                LogOptions {
+                    writer_lock: WriterLock::Shared,
+                    ..options()
+                },
+            )
+            .expect("shared writer opens the log");
+            for seq in 0..batches {
+                let n = 1 + (seq + id) % 5;
+                let bodies: Vec<String> = (0..n).map(|k| format!("w{id}-{seq}-{k}")).collect();
+                let entries: Vec<Entry<'_>> =
+                    bodies.iter().map(|b| Entry::new(b.as_bytes())).collect();
+                let appended = log.append(&entries).expect("append");
+                writeln!(out, "ack {seq} {} {n}", appended.first_offset).unwrap();
                 out.flush().unwrap();
             }
         }
@@ -305,13 +328,121 @@ fn one_writer_across_processes() {
     println!("lock: one writer per log across processes");
 }
 
+/// Four processes append to one log at once with `WriterLock::Shared`; one is SIGKILLed
+/// midway. Every acknowledged batch is there once, whole, at the offset it was acknowledged
+/// at; each writer's batches are in its order; nothing else is in the log.
+fn shared_writers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let dir_arg = dir.to_str().unwrap();
+    let batches = 300u64;
+    let mut children: Vec<(u64, Child, mpsc::Receiver<String>)> = (0..4)
+        .map(|id| {
+            let mut child = spawn(
+                "shared-append",
+                &[dir_arg, &id.to_string(), &batches.to_string()],
+            );
+            let rx = lines(&mut child);
+            (id, child, rx)
+        })
+        .collect();
+    // Kill writer 3 after it has had some batches acknowledged.
+    let mut acks: Vec<Vec<(u64, u64, u64)>> = vec![Vec::new(); 4];
+    let parse = |line: &str| {
+        let v: Vec<u64> = line
+            .strip_prefix("ack ")
+            .unwrap()
+            .split(' ')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        (v[0], v[1], v[2])
+    };
+    {
+        let (_, victim, rx) = &mut children[3];
+        for _ in 0..40 {
+            acks[3].push(parse(&wait_line(rx, "ack")));
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    }
+    for (id, child, rx) in &mut children {
+        let id = usize::try_from(*id).unwrap();
+        if id != 3 {
+            assert!(child.wait().unwrap().success(), "writer {id} failed");
+        }
+        acks[id].extend(rx.iter().map(|l| parse(&l)));
+    }
+    assert_eq!(acks[0].len() as u64, batches);
+    let log = open(&dir, false).unwrap();
+    let mut next = 0;
+    let mut records: Vec<(u64, String)> = Vec::new();
+    loop {
+        let batch = log.read(next, ReadLimit::records(1000)).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch.iter() {
+            records.push((r.offset, String::from_utf8(r.payload.to_vec()).unwrap()));
+        }
+        next = batch.next_offset();
+    }
+    assert!(
+        records.iter().enumerate().all(|(i, (o, _))| *o == i as u64),
+        "offsets are contiguous"
+    );
+    // Acknowledged batches are where they were acknowledged, whole.
+    for (id, writer_acks) in acks.iter().enumerate() {
+        for &(seq, first, n) in writer_acks {
+            for k in 0..n {
+                let at = usize::try_from(first + k).unwrap();
+                assert_eq!(records[at].1, format!("w{id}-{seq}-{k}"));
+            }
+        }
+    }
+    // Nothing else: every record belongs to a whole batch, each batch appears once, and each
+    // writer's batches are in order (the killed writer may have one unacknowledged batch).
+    let mut last_seq = [None::<u64>; 4];
+    let mut i = 0;
+    while i < records.len() {
+        let (id, seq, k) = {
+            let p: Vec<u64> = records[i].1[1..]
+                .split('-')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            (usize::try_from(p[0]).unwrap(), p[1], p[2])
+        };
+        assert_eq!(k, 0, "a batch starts with its first record");
+        assert!(
+            last_seq[id].is_none_or(|s| seq == s + 1),
+            "writer {id} out of order"
+        );
+        last_seq[id] = Some(seq);
+        let n = 1 + (seq + id as u64) % 5;
+        for k in 0..n {
+            assert_eq!(
+                records[i + usize::try_from(k).unwrap()].1,
+                format!("w{id}-{seq}-{k}")
+            );
+        }
+        i += usize::try_from(n).unwrap();
+    }
+    let killed_acked = acks[3].len() as u64;
+    let killed_present = last_seq[3].map_or(0, |s| s + 1);
+    assert!(killed_present == killed_acked || killed_present == killed_acked + 1);
+    println!(
+        "shared-writers: 4 processes wrote {} records through one lock, one SIGKILLed after {killed_acked} acknowledged batches",
+        records.len()
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var("SHOAL_CHILD") {
         child_main(&role);
         return;
     }
-    let scenarios: [(&str, fn()); 3] = [
+    let scenarios: [(&str, fn()); 4] = [
         ("lock", one_writer_across_processes),
+        ("shared-writers", shared_writers),
         ("tail", tail_in_another_process),
         ("crash", crash_rounds),
     ];

@@ -67,8 +67,22 @@ pub struct LogOptions {
     /// When an append counts as done.
     pub durability: Durability,
     /// Wait for another writer to release the lock instead of failing with
-    /// [`Error::Locked`] (default false).
+    /// [`Error::Locked`] (default false). Shared writers always wait.
     pub wait_for_lock: bool,
+    /// Whether this handle holds the writer lock for its lifetime or only around each write.
+    pub writer_lock: WriterLock,
+}
+
+/// How a writer holds the log's cross-process lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterLock {
+    /// For the handle's lifetime: one writing process at a time, no per-append lock cost.
+    #[default]
+    Exclusive,
+    /// Around each append (and sync, roll, retention, compaction), so several processes can
+    /// write one log: on taking the lock the handle catches up with what others appended.
+    /// Appends of concurrent threads in one process still share the lock and one fsync.
+    Shared,
 }
 
 impl Default for LogOptions {
@@ -80,6 +94,7 @@ impl Default for LogOptions {
             max_record_bytes: 16 << 20,
             durability: Durability::Always,
             wait_for_lock: false,
+            writer_lock: WriterLock::Exclusive,
         }
     }
 }
@@ -200,7 +215,28 @@ struct Inner {
     stop: Mutex<bool>,
     stop_signal: Condvar,
     closed: AtomicBool,
-    _lock: Box<dyn LockGuard>,
+    lock_path: PathBuf,
+    lock: Mutex<FileLock>,
+}
+
+/// The cross-process writer lock and how many operations of this process are inside it.
+#[derive(Debug)]
+struct FileLock {
+    guard: Option<Box<dyn LockGuard>>,
+    users: usize,
+}
+
+/// Held by an operation inside the writer lock; the last one out releases a shared lock.
+struct Ticket<'a>(&'a Inner);
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut lock = guard(&self.0.lock);
+        lock.users -= 1;
+        if lock.users == 0 && self.0.options.writer_lock == WriterLock::Shared {
+            lock.guard = None;
+        }
+    }
 }
 
 /// A log opened for writing (and reading). One writer per log at a time, across processes.
@@ -242,8 +278,9 @@ impl Log {
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(segment::LOCK_FILE);
+        let shared = options.writer_lock == WriterLock::Shared;
         let lock = storage
-            .lock(&lock_path, options.wait_for_lock)
+            .lock(&lock_path, options.wait_for_lock || shared)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::WouldBlock => Error::Locked {
                     path: lock_path.clone(),
@@ -296,7 +333,12 @@ impl Log {
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             closed: AtomicBool::new(false),
-            _lock: lock,
+            lock: Mutex::new(FileLock {
+                // A shared writer lets go once recovery is done.
+                guard: (!shared).then_some(lock),
+                users: 0,
+            }),
+            lock_path,
             options,
         });
         let syncer = match inner.options.durability {
@@ -325,7 +367,8 @@ impl Log {
         &self.inner.options
     }
 
-    /// The offset the next appended record will get.
+    /// The offset the next appended record will get (for a shared writer: as of its last
+    /// write; other processes may have appended since).
     pub fn next_offset(&self) -> u64 {
         guard(&self.inner.writer).next_offset
     }
@@ -348,7 +391,9 @@ impl Log {
     /// Appends a batch atomically: after a crash either every record of it is in the log or
     /// none is. Returns once the batch is durable under the log's [`Durability`].
     pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
-        let (appended, watermark) = self.inner.write_batch(entries)?;
+        let batch_len = self.inner.validate(entries)?;
+        let _ticket = self.inner.enter()?;
+        let (appended, watermark) = self.inner.write_batch(entries, batch_len)?;
         if self.inner.options.durability == Durability::Always {
             self.inner.wait_synced(watermark)?;
         }
@@ -357,12 +402,14 @@ impl Log {
 
     /// Makes everything appended so far durable (a no-op in `Always` mode, where it already is).
     pub fn sync(&self) -> Result<()> {
+        let _ticket = self.inner.enter()?;
         let target = guard(&self.inner.writer).watermark();
         self.inner.wait_synced(target)
     }
 
     /// Seals the active segment now and starts a new one (no-op when it is empty).
     pub fn roll(&self) -> Result<()> {
+        let _ticket = self.inner.enter()?;
         let mut writer = guard(&self.inner.writer);
         self.inner.check_poison()?;
         if writer.active.len == FILE_HEADER_LEN as u64 {
@@ -374,6 +421,7 @@ impl Log {
 
     /// Deletes whole sealed segments that fall outside `policy`.
     pub fn enforce_retention(&self, policy: &Retention) -> Result<RetentionReport> {
+        let _ticket = self.inner.enter()?;
         retention::enforce(&self.inner, policy)
     }
 
@@ -385,6 +433,7 @@ impl Log {
         base: u64,
         keep: impl FnMut(&Record<'_>) -> bool,
     ) -> Result<CompactionReport> {
+        let _ticket = self.inner.enter()?;
         compaction::compact(&self.inner, base, keep)
     }
 
@@ -438,15 +487,80 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
                         return;
                     }
                 }
-                let target = guard(&inner.writer).watermark();
                 // A failure poisons the log; appenders see it on their next call.
-                let _ = inner.wait_synced(target);
+                let _ = inner.enter().and_then(|_ticket| {
+                    let target = guard(&inner.writer).watermark();
+                    inner.wait_synced(target)
+                });
             }
         })
         .unwrap_or_else(|e| panic!("cannot spawn the log sync thread: {e}"))
 }
 
 impl Inner {
+    /// Enters the writer lock: a shared writer takes the cross-process lock if no operation of
+    /// this process holds it yet, and catches up with what other processes wrote meanwhile.
+    fn enter(&self) -> Result<Ticket<'_>> {
+        self.check_poison()?;
+        let mut lock = guard(&self.lock);
+        if lock.guard.is_none() {
+            let taken = self
+                .storage
+                .lock(&self.lock_path, true)
+                .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+            self.catch_up().map_err(|e| self.poisoned(e))?;
+            lock.guard = Some(taken);
+        }
+        lock.users += 1;
+        Ok(Ticket(self))
+    }
+
+    /// Brings this writer up to the head another process published, and cuts bytes past it: a
+    /// writer that died inside the lock may have left a batch it never acknowledged.
+    fn catch_up(&self) -> Result<()> {
+        let head_path = self.dir.join(segment::HEAD_FILE);
+        let head_file = Arc::clone(&guard(&self.head).file);
+        let head = reader::read_head(&*head_file, &head_path)?;
+        let mut writer = guard(&self.writer);
+        let w = &mut *writer;
+        if head.active_base != w.active.base {
+            w.active = recovery::open_active(&*self.storage, &self.dir, head.active_base)?;
+        }
+        let committed = head.committed_len;
+        let len = w
+            .active
+            .file
+            .len()
+            .map_err(|e| Error::io("stat", &w.active.path, e))?;
+        if len < committed {
+            return Err(Error::corruption(
+                &w.active.path,
+                len,
+                crate::error::CorruptionKind::Truncated {
+                    needed: committed,
+                    available: len,
+                },
+            ));
+        }
+        if len > committed {
+            w.active
+                .file
+                .set_len(committed)
+                .map_err(|e| Error::io("truncate", &w.active.path, e))?;
+        }
+        recovery::trim_index(&mut w.active, committed)?;
+        w.active.len = committed;
+        w.next_offset = head.next_offset;
+        w.last_timestamp_ms = head.last_timestamp_ms;
+        let current = w.watermark();
+        drop(writer);
+        if head.synced_len == head.committed_len {
+            self.mark_synced(current);
+        }
+        guard(&self.head).head = head;
+        Ok(())
+    }
+
     fn check_poison(&self) -> Result<()> {
         match self.poison.get() {
             Some(cause) => Err(Error::Poisoned {
@@ -488,8 +602,7 @@ impl Inner {
     }
 
     /// Encodes and writes one batch; returns where it landed and the watermark to sync to.
-    fn write_batch(&self, entries: &[Entry<'_>]) -> Result<(Appended, Watermark)> {
-        let batch_len = self.validate(entries)?;
+    fn write_batch(&self, entries: &[Entry<'_>], batch_len: u64) -> Result<(Appended, Watermark)> {
         let mut guard_ = guard(&self.writer);
         let w = &mut *guard_;
         self.check_poison()?;

@@ -576,7 +576,7 @@ fn to_usize(n: u64) -> Result<usize> {
 }
 
 /// Reads the head, retrying a read that raced the writer's in-place overwrite.
-fn read_head(file: &dyn StorageFile, path: &Path) -> Result<Head> {
+pub(super) fn read_head(file: &dyn StorageFile, path: &Path) -> Result<Head> {
     let mut buf = [0u8; HEAD_LEN];
     let mut last_err = None;
     for _ in 0..HEAD_READ_ATTEMPTS {

@@ -462,3 +462,66 @@ pub(super) fn write_index(
         .map_err(|e| Error::io("write", path, e))?;
     file.sync_data().map_err(|e| Error::io("fsync", path, e))
 }
+
+/// Opens a segment another writer made active, trusting its published head (see
+/// `Inner::catch_up`). Lengths and index bookkeeping are set by the caller and [`trim_index`].
+pub(super) fn open_active(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Active> {
+    let path = segment::segment_path(dir, base);
+    let index_path = segment::index_path(dir, base);
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
+    let index_file = storage
+        .open(&index_path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", &index_path, e))?;
+    let index_len = index_file
+        .len()
+        .map_err(|e| Error::io("stat", &index_path, e))?;
+    Ok(Active {
+        base,
+        base_timestamp_ms: header.base_timestamp_ms,
+        path,
+        file,
+        index_path,
+        index_file,
+        len: FILE_HEADER_LEN as u64,
+        index_entries: index_len.saturating_sub(FILE_HEADER_LEN as u64) / INDEX_ENTRY_LEN as u64,
+        last_indexed: FILE_HEADER_LEN as u64,
+    })
+}
+
+/// Drops index entries at or past `committed` (written by a writer that died before its batch
+/// was committed) and a torn partial entry, and sets `last_indexed`.
+pub(super) fn trim_index(active: &mut Active, committed: u64) -> Result<()> {
+    let header_len = FILE_HEADER_LEN as u64;
+    let entry_len = INDEX_ENTRY_LEN as u64;
+    let on_disk = active
+        .index_file
+        .len()
+        .map_err(|e| Error::io("stat", &active.index_path, e))?;
+    let mut count = on_disk.saturating_sub(header_len) / entry_len;
+    active.last_indexed = header_len;
+    while count > 0 {
+        let mut raw = [0u8; INDEX_ENTRY_LEN];
+        active
+            .index_file
+            .read_exact_at(&mut raw, header_len + (count - 1) * entry_len)
+            .map_err(|e| Error::io("read", &active.index_path, e))?;
+        let position = u64::from(IndexEntry::decode(&raw).position);
+        if position < committed {
+            active.last_indexed = position;
+            break;
+        }
+        count -= 1;
+    }
+    let want = header_len + count * entry_len;
+    if on_disk != want {
+        active
+            .index_file
+            .set_len(want)
+            .map_err(|e| Error::io("truncate", &active.index_path, e))?;
+    }
+    active.index_entries = count;
+    Ok(())
+}
