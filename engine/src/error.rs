@@ -67,6 +67,13 @@ pub enum Error {
         cause: String,
     },
 
+    /// The log was sealed (a closed stream shard, for one): it accepts no more appends.
+    #[error("the log at {} is sealed and accepts no more records", path.display())]
+    Sealed {
+        /// The log directory.
+        path: PathBuf,
+    },
+
     /// A record is larger than the log accepts.
     #[error("record of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge {

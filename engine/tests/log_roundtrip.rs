@@ -315,3 +315,35 @@ fn shared_writers_interleave_and_catch_up() {
     let last = read_all(&a, 200);
     assert_eq!(last, vec![(200, b"c".to_vec()), (201, b"after".to_vec())]);
 }
+
+/// A sealed log refuses appends from every handle, until unsealed; readers learn where it ends.
+#[test]
+fn seal_is_seen_by_every_writer_and_reader() {
+    use shoal_engine::log::WriterLock;
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let shared = LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..small_options(Durability::Always)
+    };
+    let a = open_sim(&storage, &clock, &shared);
+    let b = open_sim(&storage, &clock, &shared);
+    append_records(&a, 10, 3);
+    assert_eq!(a.reader().sealed_at().unwrap(), None);
+    assert_eq!(a.seal().unwrap(), 10);
+    assert_eq!(a.seal().unwrap(), 10, "sealing twice is harmless");
+    let err = b.append(&[Entry::new(b"late")]).unwrap_err();
+    assert!(matches!(err, shoal_engine::Error::Sealed { .. }), "{err}");
+    assert!(a.append(&[Entry::new(b"late")]).is_err());
+    let reader = LogReader::open(Arc::new(storage.clone()), sim_dir()).unwrap();
+    assert_eq!(reader.sealed_at().unwrap(), Some(10));
+    drop((a, b));
+    // The seal survives reopening and a power loss.
+    let after = storage.crash(CrashPlan::PowerLoss);
+    let c = open_sim(&after, &clock, &small_options(Durability::Always));
+    assert!(c.is_sealed());
+    assert!(c.append(&[Entry::new(b"late")]).is_err());
+    c.unseal().unwrap();
+    append_records(&c, 1, 1);
+    assert_holds(&c, 0, 11);
+}

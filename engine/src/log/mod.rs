@@ -215,6 +215,7 @@ struct Inner {
     stop: Mutex<bool>,
     stop_signal: Condvar,
     closed: AtomicBool,
+    sealed: AtomicBool,
     lock_path: PathBuf,
     lock: Mutex<FileLock>,
 }
@@ -312,6 +313,7 @@ impl Log {
                 .map_err(|e| Error::io("fsync", &dir, e))?;
         }
         let reader = LogReader::open(Arc::clone(&storage), &dir)?;
+        let storage_has_seal = storage.exists(&dir.join(segment::SEALED_FILE));
         let inner = Arc::new(Inner {
             reader,
             dir,
@@ -333,6 +335,7 @@ impl Log {
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             closed: AtomicBool::new(false),
+            sealed: AtomicBool::new(storage_has_seal),
             lock: Mutex::new(FileLock {
                 // A shared writer lets go once recovery is done.
                 guard: (!shared).then_some(lock),
@@ -393,6 +396,11 @@ impl Log {
     pub fn append(&self, entries: &[Entry<'_>]) -> Result<Appended> {
         let batch_len = self.inner.validate(entries)?;
         let _ticket = self.inner.enter()?;
+        if self.inner.sealed.load(Ordering::SeqCst) {
+            return Err(Error::Sealed {
+                path: self.inner.dir.clone(),
+            });
+        }
         let (appended, watermark) = self.inner.write_batch(entries, batch_len)?;
         if self.inner.options.durability == Durability::Always {
             self.inner.wait_synced(watermark)?;
@@ -400,11 +408,60 @@ impl Log {
         Ok(appended)
     }
 
+    /// Seals the log: from now on every append, from any process, fails with
+    /// [`Error::Sealed`]. Returns the next offset, which is final. Idempotent.
+    pub fn seal(&self) -> Result<u64> {
+        let _ticket = self.inner.enter()?;
+        self.sync_locked()?;
+        let next = guard(&self.inner.writer).next_offset;
+        if !self.inner.sealed.load(Ordering::SeqCst) {
+            let path = self.inner.dir.join(segment::SEALED_FILE);
+            let storage = &*self.inner.storage;
+            let write = || -> std::io::Result<()> {
+                let file = storage.open(&path, OpenMode::CreateOrOpen)?;
+                file.set_len(0)?;
+                file.write_all_at(next.to_string().as_bytes(), 0)?;
+                file.sync_data()?;
+                storage.sync_dir(&self.inner.dir)
+            };
+            write().map_err(|e| self.inner.poisoned(Error::io("seal", &path, e)))?;
+            self.inner.sealed.store(true, Ordering::SeqCst);
+        }
+        Ok(next)
+    }
+
+    /// Undoes [`Log::seal`], for a reshard that was interrupted before it took effect.
+    pub fn unseal(&self) -> Result<()> {
+        let _ticket = self.inner.enter()?;
+        let path = self.inner.dir.join(segment::SEALED_FILE);
+        if self.inner.storage.exists(&path) {
+            self.inner
+                .storage
+                .remove_file(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            self.inner
+                .storage
+                .sync_dir(&self.inner.dir)
+                .map_err(|e| Error::io("fsync", &self.inner.dir, e))?;
+        }
+        self.inner.sealed.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// True once the log is sealed (as of this handle's last look).
+    pub fn is_sealed(&self) -> bool {
+        self.inner.sealed.load(Ordering::SeqCst)
+    }
+
+    fn sync_locked(&self) -> Result<()> {
+        let target = guard(&self.inner.writer).watermark();
+        self.inner.wait_synced(target)
+    }
+
     /// Makes everything appended so far durable (a no-op in `Always` mode, where it already is).
     pub fn sync(&self) -> Result<()> {
         let _ticket = self.inner.enter()?;
-        let target = guard(&self.inner.writer).watermark();
-        self.inner.wait_synced(target)
+        self.sync_locked()
     }
 
     /// Seals the active segment now and starts a new one (no-op when it is empty).
@@ -518,6 +575,8 @@ impl Inner {
     /// Brings this writer up to the head another process published, and cuts bytes past it: a
     /// writer that died inside the lock may have left a batch it never acknowledged.
     fn catch_up(&self) -> Result<()> {
+        let sealed = self.storage.exists(&self.dir.join(segment::SEALED_FILE));
+        self.sealed.store(sealed, Ordering::SeqCst);
         let head_path = self.dir.join(segment::HEAD_FILE);
         let head_file = Arc::clone(&guard(&self.head).file);
         let head = reader::read_head(&*head_file, &head_path)?;

@@ -203,6 +203,31 @@ impl LogReader {
         Ok(state.head.next_offset)
     }
 
+    /// The final next offset of a sealed log, or `None` while it accepts appends.
+    pub fn sealed_at(&self) -> Result<Option<u64>> {
+        let path = self.dir.join(segment::SEALED_FILE);
+        let file = match self.storage.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        let mut buf = vec![0u8; usize::try_from(len.min(32)).unwrap_or(32)];
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| Error::io("read", &path, e))?;
+        std::str::from_utf8(&buf)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::corruption(
+                    &path,
+                    0,
+                    CorruptionKind::Metadata("the seal does not hold an offset".into()),
+                )
+            })
+    }
+
     /// The first offset still stored, as of now.
     pub fn start_offset(&self) -> Result<u64> {
         let mut state = guard(&self.state);

@@ -19,6 +19,9 @@ pub const COMPACT_SUFFIX: &str = "compact";
 pub const LOCK_FILE: &str = "LOCK";
 /// The head (watermark) file.
 pub const HEAD_FILE: &str = "head";
+/// Present once the log is sealed: it accepts no more appends. Holds the next offset as
+/// decimal text.
+pub const SEALED_FILE: &str = "SEALED";
 /// Width of the zero-padded base offset in file names: a listing sorts in log order.
 pub const NAME_DIGITS: usize = 20;
 
