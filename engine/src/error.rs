@@ -92,6 +92,34 @@ pub enum Error {
         start: u64,
     },
 
+    /// The named resource does not exist.
+    #[error("{kind} {name:?} does not exist")]
+    NotFound {
+        /// "stream", "queue", "topic", "shard", ...
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+
+    /// The named resource already exists (with other settings, where that matters).
+    #[error("{kind} {name:?} already exists{detail}")]
+    AlreadyExists {
+        /// "stream", "queue", "topic", ...
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What differs, as a phrase starting with a separator, or empty.
+        detail: String,
+    },
+
+    /// The operation conflicts with the resource's current state.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A throughput limit was exceeded (throughput emulation is on for the resource).
+    #[error("ProvisionedThroughputExceeded: {0}")]
+    Throttled(String),
+
     /// An argument is outside what the operation accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -32,8 +32,13 @@
 
 pub mod clock;
 pub mod codec;
+pub mod datadir;
 pub mod error;
 pub mod log;
+pub mod meta;
+pub mod names;
 pub mod storage;
+pub mod stream;
 
+pub use datadir::DataDir;
 pub use error::{CorruptionKind, Error, Result};

@@ -164,6 +164,9 @@ fn group_commit_shares_fsyncs_between_concurrent_appenders() {
         fn remove_file(&self, path: &std::path::Path) -> io::Result<()> {
             self.0.remove_file(path)
         }
+        fn remove_dir(&self, path: &std::path::Path) -> io::Result<()> {
+            self.0.remove_dir(path)
+        }
         fn sync_dir(&self, path: &std::path::Path) -> io::Result<()> {
             self.0.sync_dir(path)
         }

@@ -102,6 +102,10 @@ impl Storage for FsStorage {
         fs::remove_file(path)
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.stats.dir_syncs.fetch_add(1, Ordering::Relaxed);
         fsync_dir(path)

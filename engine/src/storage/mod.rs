@@ -43,6 +43,8 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Unlinks a file. Not durable until [`Storage::sync_dir`].
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory. Not durable until its parent is synced.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Takes an exclusive advisory lock on `path` (created 0600 if missing). With `wait` false,

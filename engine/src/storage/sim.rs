@@ -332,6 +332,23 @@ impl Storage for SimStorage {
             .ok_or_else(|| not_found(path))
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let has_children = state.live.keys().any(|p| p.parent() == Some(path))
+            || state.dirs_live.iter().any(|p| p.parent() == Some(path));
+        if has_children {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("{} is not empty", path.display()),
+            ));
+        }
+        if !state.dirs_live.remove(path) {
+            return Err(not_found(path));
+        }
+        state.dirs_durable.remove(path);
+        Ok(())
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
         let state = &mut *state;

@@ -1,0 +1,172 @@
+//! The data directory: the one handle through which the CLI (and later the server) reaches
+//! every queue, stream and topic.
+//!
+//! ```text
+//! <root>/shoal.format          format version of the directory (metadata file)
+//! <root>/streams/LOCK          serializes stream creation, deletion and resharding
+//! <root>/streams/<name>/       one stream (see crate::stream)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::codec::FORMAT_VERSION;
+use crate::error::{Error, Result};
+use crate::meta;
+use crate::storage::{FsStorage, LockGuard, SharedStorage, Storage};
+
+/// Name of the file recording the data directory's format version.
+pub const FORMAT_FILE: &str = "shoal.format";
+const FORMAT_MAGIC: [u8; 8] = *b"SHOALDIR";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DirFormat {
+    version: u16,
+    created_ms: u64,
+}
+
+/// An open data directory. Cheap to clone; safe to share between threads.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    inner: Arc<DirInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DirInner {
+    pub(crate) root: PathBuf,
+    pub(crate) storage: SharedStorage,
+    pub(crate) clock: SharedClock,
+}
+
+impl DataDir {
+    /// Opens (creating if needed) the data directory at `root` on the real filesystem.
+    pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
+        DataDir::open_with(root, Arc::new(FsStorage::new()), Arc::new(SystemClock))
+    }
+
+    /// Opens the data directory with the given storage and clock (tests inject both).
+    pub fn open_with(
+        root: impl Into<PathBuf>,
+        storage: SharedStorage,
+        clock: SharedClock,
+    ) -> Result<DataDir> {
+        let root = root.into();
+        storage
+            .create_dir_all(&root)
+            .map_err(|e| Error::io("create directory", &root, e))?;
+        let format_path = root.join(FORMAT_FILE);
+        match meta::read::<DirFormat>(&*storage, &format_path, FORMAT_MAGIC)? {
+            Some(format) if format.version > FORMAT_VERSION => {
+                return Err(Error::UnsupportedVersion {
+                    file: format_path,
+                    found: format.version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => meta::write(
+                &*storage,
+                &format_path,
+                FORMAT_MAGIC,
+                &DirFormat {
+                    version: FORMAT_VERSION,
+                    created_ms: clock.now_ms(),
+                },
+            )?,
+        }
+        Ok(DataDir {
+            inner: Arc::new(DirInner {
+                root,
+                storage,
+                clock,
+            }),
+        })
+    }
+
+    /// The directory's path.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<DirInner> {
+        &self.inner
+    }
+}
+
+impl DirInner {
+    /// Creates `dir` (and parents) if missing.
+    pub(crate) fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        self.storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))
+    }
+
+    /// Takes the exclusive lock file `path`, waiting for other processes.
+    pub(crate) fn lock(&self, path: &Path) -> Result<Box<dyn LockGuard>> {
+        self.storage
+            .lock(path, true)
+            .map_err(|e| Error::io("lock", path, e))
+    }
+
+    /// Removes `dir` and everything under it (files first, then directories), then syncs its
+    /// parent. Readers that still have files of it mapped keep them.
+    pub(crate) fn remove_tree(&self, dir: &Path) -> Result<()> {
+        remove_tree(&*self.storage, dir)?;
+        if let Some(parent) = dir.parent() {
+            self.storage
+                .sync_dir(parent)
+                .map_err(|e| Error::io("fsync", parent, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_tree(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let names = match storage.list_dir(dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    for name in names {
+        let path = dir.join(name);
+        match storage.remove_file(&path) {
+            Ok(()) => {}
+            // A directory (or gone meanwhile): recurse.
+            Err(_) => remove_tree(storage, &path)?,
+        }
+    }
+    match storage.remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir, e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::storage::SimStorage;
+
+    #[test]
+    fn a_newer_data_directory_is_refused() {
+        let sim = SimStorage::new();
+        let storage: SharedStorage = Arc::new(sim.clone());
+        let root = Path::new("/data");
+        DataDir::open_with(root, Arc::clone(&storage), ManualClock::new(0)).unwrap();
+        let newer = meta::encode(
+            FORMAT_MAGIC,
+            &DirFormat {
+                version: FORMAT_VERSION + 1,
+                created_ms: 0,
+            },
+        )
+        .unwrap();
+        sim.put_file(&root.join(FORMAT_FILE), &newer);
+        let err = DataDir::open_with(root, storage, ManualClock::new(0)).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade shoal"), "{err}");
+    }
+}
