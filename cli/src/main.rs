@@ -1,35 +1,33 @@
 //! `shoal`: the command line front end. Parsing and printing only; every rule lives in
 //! `shoal-engine`.
-//!
-//! The queue, stream and topic commands of the CLI contract (`../shared/DESIGN.md`) arrive with
-//! their engine layers; today the binary resolves the data directory and reports it.
+
+mod stream;
+mod util;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shoal_engine::DataDir;
 
-/// Exit codes of the CLI contract.
-mod exit {
-    /// Any other failure.
-    pub const FAILURE: u8 = 1;
-    /// Bad command line.
-    pub const USAGE: u8 = 2;
-}
+use crate::util::exit;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
+pub enum Output {
     /// One JSON object per line.
     Json,
-    /// Plain text.
+    /// Plain text, tab-separated.
     Text,
 }
 
 /// A durable local message and stream store: SQS-style queues, SNS-style topics and
 /// Kinesis-style streams in one data directory.
+///
+/// Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 throttled, 5 invalid input,
+/// 6 corruption detected, 7 conflict.
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about, long_about = None)]
+#[command(name = "shoal", version, about)]
 struct Cli {
     /// Data directory [default: $XDG_DATA_HOME/shoal, else ~/.local/share/shoal]
     #[arg(long, env = "SHOAL_DATA_DIR", global = true)]
@@ -43,13 +41,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, list, describe, delete and configure Kinesis-style streams.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// Put records into a stream; prints each record's shard and sequence number once durable.
+    Put(stream::PutArgs),
+    /// Read records from a stream.
+    Get(stream::GetArgs),
+    /// Split, merge or scale a stream's shards.
+    Reshard(stream::ReshardArgs),
     /// Print the data directory this invocation would use.
     DataDir,
 }
 
 /// The data directory: `--data-dir`, else `$SHOAL_DATA_DIR` (handled by clap), else
 /// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`.
-fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+fn data_dir_path(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &cli.data_dir {
         return Ok(dir.clone());
     }
@@ -65,16 +72,38 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::DataDir => {
-            let dir = data_dir(cli)?;
-            match cli.output {
-                Output::Json => println!("{}", serde_json::json!({ "data_dir": dir })),
-                Output::Text => println!("{}", dir.display()),
+    let path = data_dir_path(cli)?;
+    if let Command::DataDir = cli.command {
+        match cli.output {
+            Output::Json => println!("{}", serde_json::json!({ "data_dir": path })),
+            Output::Text => println!("{}", path.display()),
+        }
+        return Ok(());
+    }
+    let dir = DataDir::open(&path)?;
+    match &cli.command {
+        Command::Stream(command) => stream::run_stream(&dir, cli.output, command),
+        Command::Put(args) => stream::run_put(&dir, cli.output, args),
+        Command::Get(args) => stream::run_get(&dir, cli.output, args),
+        Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args),
+        Command::DataDir => Ok(()),
+    }
+}
+
+/// The error and its causes on one line, skipping causes the message already quotes (the
+/// engine's I/O errors name their cause themselves).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
             }
+            message.push_str(&text);
         }
     }
-    Ok(())
+    message.replace('\n', " ")
 }
 
 fn main() -> ExitCode {
@@ -89,8 +118,11 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit::FAILURE)
+            let code = util::exit_code(&e);
+            if code != 0 {
+                eprintln!("error: {}", one_line(&e));
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -114,6 +114,9 @@ impl DirInner {
     /// Removes `dir` and everything under it (files first, then directories), then syncs its
     /// parent. Readers that still have files of it mapped keep them.
     pub(crate) fn remove_tree(&self, dir: &Path) -> Result<()> {
+        if !self.storage.exists(dir) {
+            return Ok(());
+        }
         remove_tree(&*self.storage, dir)?;
         if let Some(parent) = dir.parent() {
             self.storage
