@@ -1,58 +1,526 @@
-//! End-to-end tests of the `shoal` binary.
+//! End-to-end tests of the `shoal` binary, each in its own data directory.
 #![allow(
     clippy::unwrap_used,
-    clippy::cast_possible_truncation,
-    reason = "test code: a panic is the failure report, and test bytes wrap on purpose"
+    reason = "test code: a panic is the failure report"
 )]
 
-use std::process::Command;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-fn shoal() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env_remove("SHOAL_DATA_DIR").env_remove("XDG_DATA_HOME");
-    cmd
+struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(args)
+            .env("SHOAL_DATA_DIR", self.path())
+            .env_remove("XDG_DATA_HOME");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout lines.
+    fn ok(&self, args: &[&str]) -> Vec<String> {
+        lines(&check(self.run(args), 0))
+    }
+
+    /// Every file under the data directory with its bytes.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.insert(path.clone(), std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.path(), &mut out);
+        out
+    }
+}
+
+fn check(out: Output, code: i32) -> Output {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap()
 }
 
 #[test]
 fn data_dir_resolution_follows_the_contract() {
+    let shoal = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.env_remove("SHOAL_DATA_DIR").env_remove("XDG_DATA_HOME");
+        cmd
+    };
+    let text = |out: Output| String::from_utf8(out.stdout).unwrap();
     let out = shoal()
         .args(["data-dir", "-o", "text"])
         .env("HOME", "/home/u")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "/home/u/.local/share/shoal\n"
-    );
+    assert_eq!(text(out), "/home/u/.local/share/shoal\n");
     let out = shoal()
         .args(["data-dir", "-o", "text"])
         .env("HOME", "/home/u")
         .env("XDG_DATA_HOME", "/xdg")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "/xdg/shoal\n");
+    assert_eq!(text(out), "/xdg/shoal\n");
     let out = shoal()
         .args(["data-dir"])
         .env("SHOAL_DATA_DIR", "/env dir")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "{\"data_dir\":\"/env dir\"}\n"
-    );
+    assert_eq!(text(out), "{\"data_dir\":\"/env dir\"}\n");
     let out = shoal()
         .args(["--data-dir", "/flag", "data-dir", "-o", "text"])
         .env("SHOAL_DATA_DIR", "/env")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "/flag\n");
+    assert_eq!(text(out), "/flag\n");
 }
 
 #[test]
 fn usage_errors_exit_2_with_one_line_on_stderr() {
-    let out = shoal().arg("no-such-command").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("error:"), "{stderr}");
-    assert!(out.stdout.is_empty());
+    let dir = Dir::new();
+    for args in [
+        &["no-such-command"][..],
+        &["stream", "create", "s"],
+        &[
+            "stream",
+            "create",
+            "s",
+            "--shards",
+            "1",
+            "--retention",
+            "soon",
+        ],
+    ] {
+        let out = check(dir.run(args), 2);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with("error:"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn stream_round_trip() {
+    let dir = Dir::new();
+    let created = json(&dir.ok(&["stream", "create", "orders", "--shards", "3"])[0]);
+    assert_eq!(created["stream_name"], "orders");
+    assert_eq!(created["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        dir.ok(&["stream", "list"]),
+        vec![r#"{"stream_name":"orders"}"#]
+    );
+
+    let put = json(&dir.ok(&["put", "orders", "hello world", "--partition-key", "user-1"])[0]);
+    let first_seq = put["sequence_number"].as_str().unwrap().to_string();
+    assert!(put["shard_id"].as_str().unwrap().starts_with("shardId-"));
+
+    let input: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    let acks = lines(&check(
+        dir.run_stdin(&["put", "orders", "--lines"], input.as_bytes()),
+        0,
+    ));
+    assert_eq!(acks.len(), 1000);
+
+    let json_input = concat!(
+        r#"{"partition_key":"k1","data":"plain text"}"#,
+        "\n",
+        r#"{"partition_key":"k2","data_base64":"AAEC/w=="}"#,
+        "\n"
+    );
+    let acks = lines(&check(
+        dir.run_stdin(&["put", "orders", "--json-input"], json_input.as_bytes()),
+        0,
+    ));
+    assert_eq!(acks.len(), 2);
+    let binary_seq = json(&acks[1])["sequence_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let records: Vec<serde_json::Value> =
+        dir.ok(&["get", "orders"]).iter().map(|l| json(l)).collect();
+    assert_eq!(records.len(), 1003);
+    let mut datas: Vec<String> = records
+        .iter()
+        .map(|r| r["data"].as_str().unwrap().to_string())
+        .collect();
+    datas.sort();
+    assert!(datas.contains(&"aGVsbG8gd29ybGQ=".to_string()));
+    let binary = records
+        .iter()
+        .find(|r| r["sequence_number"] == binary_seq.as_str())
+        .unwrap();
+    assert_eq!(binary["data"], "AAEC/w==");
+    assert_eq!(binary["partition_key"], "k2");
+    assert!(binary["arrival_timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // Iterators and limits.
+    let at = dir.ok(&[
+        "get",
+        "orders",
+        "--from",
+        &format!("at:{first_seq}"),
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(json(&at[0])["data"], "aGVsbG8gd29ybGQ=");
+    assert_eq!(dir.ok(&["get", "orders", "--limit", "10"]).len(), 10);
+    assert!(dir.ok(&["get", "orders", "--from", "latest"]).is_empty());
+    assert_eq!(
+        dir.ok(&["get", "orders", "--from", "time:2000-01-01T00:00:00Z"])
+            .len(),
+        1003
+    );
+    assert!(
+        dir.ok(&["get", "orders", "--from", "time:2999-01-01T00:00:00Z"])
+            .is_empty()
+    );
+    let per_shard: usize = (0..3)
+        .map(|i| {
+            dir.ok(&[
+                "get",
+                "orders",
+                "--shard",
+                &format!("shardId-00000000000{i}"),
+            ])
+            .len()
+        })
+        .sum();
+    assert_eq!(per_shard, 1003);
+    let raw = check(
+        dir.run(&[
+            "get",
+            "orders",
+            "--from",
+            &format!("at:{first_seq}"),
+            "--limit",
+            "1",
+            "--raw",
+        ]),
+        0,
+    );
+    assert_eq!(raw.stdout, b"hello world\n");
+
+    // All of stdin is one record when there is no DATA argument.
+    let out = check(
+        dir.run_stdin(&["put", "orders", "-k", "blob"], b"multi\nline\n"),
+        0,
+    );
+    let seq = json(&lines(&out)[0])["sequence_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw = check(
+        dir.run(&[
+            "get",
+            "orders",
+            "--from",
+            &format!("at:{seq}"),
+            "--limit",
+            "1",
+            "--raw",
+        ]),
+        0,
+    );
+    assert_eq!(raw.stdout, b"multi\nline\n\n");
+
+    dir.ok(&["stream", "delete", "orders"]);
+    assert!(dir.ok(&["stream", "list"]).is_empty());
+    check(dir.run(&["get", "orders"]), 3);
+}
+
+#[test]
+fn rejected_commands_change_nothing_on_disk() {
+    let dir = Dir::new();
+    dir.ok(&[
+        "stream",
+        "create",
+        "s",
+        "--shards",
+        "2",
+        "--max-record-size",
+        "1024",
+    ]);
+    dir.ok(&["put", "s", "first", "-k", "k"]);
+    let before = dir.snapshot();
+    let big = "x".repeat(1100);
+    let long_key = "k".repeat(257);
+    let cases: Vec<(Vec<&str>, &[u8], i32)> = vec![
+        (vec!["put", "s", &big, "-k", "k"], b"", 5),
+        (vec!["put", "s", "data", "-k", &long_key], b"", 5),
+        (vec!["put", "s", "data", "-k", ""], b"", 5),
+        (vec!["put", "s", "data"], b"", 5),
+        (
+            vec!["put", "s", "data", "-k", "k", "--explicit-hash-key=-1"],
+            b"",
+            5,
+        ),
+        (
+            vec![
+                "put",
+                "s",
+                "data",
+                "-k",
+                "k",
+                "--explicit-hash-key",
+                "340282366920938463463374607431768211456",
+            ],
+            b"",
+            5,
+        ),
+        (vec!["put", "s", "--json-input"], b"{not json}\n", 5),
+        (
+            vec!["put", "s", "--json-input"],
+            br#"{"partition_key":"k","data_base64":"!!"}"#,
+            5,
+        ),
+        (
+            vec!["put", "s", "--json-input"],
+            br#"{"partition_key":"k"}"#,
+            5,
+        ),
+        (vec!["put", "nope", "data", "-k", "k"], b"", 3),
+        (vec!["get", "s", "--from", "at:12"], b"", 5),
+        (vec!["get", "s", "--from", "sometime"], b"", 5),
+        (vec!["get", "s", "--shard", "shardId-x"], b"", 5),
+        (vec!["get", "s", "--shard", "shardId-000000000009"], b"", 3),
+        (vec!["stream", "create", "s", "--shards", "1"], b"", 7),
+        (vec!["stream", "create", "../evil", "--shards", "1"], b"", 5),
+        (vec!["stream", "create", "a b", "--shards", "1"], b"", 5),
+        (vec!["stream", "create", "t", "--shards", "0"], b"", 5),
+        (
+            vec![
+                "stream",
+                "create",
+                "t",
+                "--shards",
+                "1",
+                "--max-record-size",
+                "20000000",
+            ],
+            b"",
+            5,
+        ),
+        (
+            vec![
+                "reshard",
+                "s",
+                "merge",
+                "shardId-000000000000",
+                "shardId-000000000005",
+            ],
+            b"",
+            3,
+        ),
+        (
+            vec!["reshard", "s", "split", "shardId-000000000000", "--at", "0"],
+            b"",
+            5,
+        ),
+        (vec!["stream", "delete", "nope"], b"", 3),
+    ];
+    for (args, stdin, code) in cases {
+        let out = dir.run_stdin(&args, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error:") && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            dir.snapshot(),
+            before,
+            "{args:?} changed the data directory"
+        );
+    }
+}
+
+#[test]
+fn follow_wakes_up_for_puts_from_another_process() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "2"]);
+    let mut follower = dir
+        .cmd(&["get", "s", "--follow", "--raw"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    for i in 0..5 {
+        let data = format!("event-{i}");
+        dir.ok(&["put", "s", &data, "-k", &format!("key-{i}")]);
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, data);
+    }
+    // It follows into children after a split.
+    dir.ok(&["reshard", "s", "split", "shardId-000000000000"]);
+    dir.ok(&["reshard", "s", "split", "shardId-000000000001"]);
+    dir.ok(&["put", "s", "after-split", "-k", "key-1"]);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "after-split"
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
+
+#[test]
+fn puts_from_several_processes_survive_concurrent_reshards() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "2"]);
+    let producers = 3;
+    let per_producer = 1500;
+    let mut children = Vec::new();
+    for p in 0..producers {
+        let input: String = (0..per_producer)
+            .map(|i| {
+                format!(
+                    "{{\"partition_key\":\"key-{}\",\"data\":\"{p}-{i}\"}}\n",
+                    i % 7
+                )
+            })
+            .collect();
+        let mut child = dir
+            .cmd(&["put", "s", "--json-input"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Feed slowly so the puts span the reshards.
+        std::thread::spawn(move || {
+            for chunk in input.as_bytes().chunks(2000) {
+                stdin.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        children.push(child);
+    }
+    dir.ok(&["reshard", "s", "split", "shardId-000000000000"]);
+    dir.ok(&[
+        "reshard",
+        "s",
+        "merge",
+        "shardId-000000000002",
+        "shardId-000000000003",
+    ]);
+    dir.ok(&["reshard", "s", "scale", "--shards", "3"]);
+    dir.ok(&["reshard", "s", "split", "shardId-000000000006"]);
+    let mut acked: HashMap<String, (String, String)> = HashMap::new();
+    for child in children {
+        let out = check(child.wait_with_output().unwrap(), 0);
+        let acks = lines(&out);
+        assert_eq!(acks.len(), per_producer);
+        for ack in acks {
+            let v = json(&ack);
+            let seq = v["sequence_number"].as_str().unwrap().to_string();
+            let shard = v["shard_id"].as_str().unwrap().to_string();
+            assert!(
+                acked.insert(seq.clone(), (shard, seq)).is_none(),
+                "duplicate sequence number"
+            );
+        }
+    }
+    let records: Vec<serde_json::Value> = dir.ok(&["get", "s"]).iter().map(|l| json(l)).collect();
+    assert_eq!(
+        records.len(),
+        producers * per_producer,
+        "every put is stored exactly once"
+    );
+    for r in &records {
+        let seq = r["sequence_number"].as_str().unwrap();
+        let (shard, _) = acked
+            .get(seq)
+            .expect("nothing stored that was not acknowledged");
+        assert_eq!(r["shard_id"].as_str().unwrap(), shard);
+    }
+    // Per producer and key, reading parents before children gives put order.
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    for r in &records {
+        let data = r["data"].as_str().unwrap();
+        let text = String::from_utf8(base64_decode(data)).unwrap();
+        let (producer, i) = text.split_once('-').unwrap();
+        let i: u64 = i.parse().unwrap();
+        let key = (
+            producer.to_string(),
+            r["partition_key"].as_str().unwrap().to_string(),
+        );
+        if let Some(prev) = last.insert(key.clone(), i) {
+            assert!(prev < i, "{key:?}: {prev} read before {i}");
+        }
+    }
+    let described = json(&dir.ok(&["stream", "describe", "s"])[0]);
+    assert_eq!(described["open_shard_count"], 4);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
