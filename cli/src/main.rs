@@ -1,6 +1,7 @@
 //! `shoal`: the command line front end. Parsing and printing only; every rule lives in
 //! `shoal-engine`.
 
+mod consume;
 mod stream;
 mod util;
 
@@ -50,6 +51,9 @@ enum Command {
     Get(stream::GetArgs),
     /// Split, merge or scale a stream's shards.
     Reshard(stream::ReshardArgs),
+    /// Process a stream as one worker of a consumer group (checkpoints and shard leases in
+    /// the data directory).
+    Consume(consume::ConsumeArgs),
     /// Print the data directory this invocation would use.
     DataDir,
 }
@@ -86,6 +90,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Put(args) => stream::run_put(&dir, cli.output, args),
         Command::Get(args) => stream::run_get(&dir, cli.output, args),
         Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args),
+        Command::Consume(args) => consume::run_consume(&dir, cli.output, args),
         Command::DataDir => Ok(()),
     }
 }

@@ -16,6 +16,7 @@
 //! next writer that meets it repairs the stream by unsealing it. Shard indexes only grow, so
 //! reading shards in index order reads every parent before its children.
 
+mod consumer;
 mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use consumer::{Consumer, ConsumerBatch};
 pub use keys::{
     SequenceNumber, hash_partition_key, parse_hash_key, parse_shard_id, shard_id, uniform_ranges,
 };
