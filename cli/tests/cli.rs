@@ -706,3 +706,24 @@ fn a_sigkilled_worker_loses_nothing_and_its_shards_move_on() {
         all.len()
     );
 }
+
+#[test]
+fn enforced_limits_throttle_with_exit_4() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "1", "--enforce-limits"]);
+    // 1000 records per second per shard: 2500 lines cannot all fit unless the run spans
+    // more than two second boundaries.
+    let input: String = (0..2500).map(|i| format!("{i}\n")).collect();
+    let out = dir.run_stdin(&["put", "s", "--lines", "-k", "one-key"], input.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ProvisionedThroughputExceeded"),
+        "{stderr}"
+    );
+    let acked = lines(&out).len();
+    assert!((1000..2500).contains(&acked), "{acked} acknowledged");
+    assert_eq!(acked % 500, 0, "a throttled batch writes nothing");
+    // Exactly the acknowledged records are stored.
+    assert_eq!(dir.ok(&["get", "s"]).len(), acked);
+}

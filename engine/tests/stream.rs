@@ -402,3 +402,95 @@ fn retention_expires_records_and_moves_the_trim_horizon() {
         .collect();
     assert_eq!(data, vec!["new"]);
 }
+
+#[test]
+fn throughput_emulation_throttles_without_writing() {
+    let (dir, clock, sim) = data_dir();
+    let mut create = CreateStream::new("limited", 1);
+    create.enforce_limits = true;
+    dir.create_stream(&create).unwrap();
+    dir.create_stream(&CreateStream::new("free", 1)).unwrap();
+    let limited = dir.stream("limited").unwrap();
+    let free = dir.stream("free").unwrap();
+    let data = vec![b'x'; 100];
+    let batch: Vec<PutRecord<'_>> = (0..500)
+        .map(|_| PutRecord {
+            partition_key: "k",
+            explicit_hash_key: None,
+            data: &data,
+        })
+        .collect();
+    // 1000 records per second per shard: two batches of 500 fit, the third does not.
+    assert!(limited.put_records(&batch).error.is_none());
+    assert!(limited.put_records(&batch).error.is_none());
+    let segment = "/data/streams/limited/shards/000000000000/00000000000000000000.log";
+    let before = sim.contents(std::path::Path::new(segment)).unwrap();
+    let outcome = limited.put_records(&batch[..1]);
+    assert!(
+        matches!(outcome.error, Some(Error::Throttled(_))),
+        "{:?}",
+        outcome.error
+    );
+    assert!(outcome.results.is_empty());
+    assert_eq!(
+        sim.contents(std::path::Path::new(segment)).unwrap(),
+        before,
+        "nothing written"
+    );
+    // Without emulation there is no limit.
+    for _ in 0..3 {
+        assert!(free.put_records(&batch).error.is_none());
+    }
+    // The next second has a fresh budget; 1 MiB of bytes is the other limit.
+    clock.advance(1000);
+    let big = vec![b'y'; 600 << 10];
+    let one = [PutRecord {
+        partition_key: "k",
+        explicit_hash_key: None,
+        data: &big,
+    }];
+    assert!(limited.put_records(&one).error.is_none());
+    assert!(matches!(
+        limited.put_records(&one).error,
+        Some(Error::Throttled(_))
+    ));
+    // Reads: 2 MiB per second, charged after each read. Store 3 MiB first, a second apart.
+    let mib = vec![b'z'; 1000 << 10];
+    let one = [PutRecord {
+        partition_key: "k",
+        explicit_hash_key: None,
+        data: &mib,
+    }];
+    for _ in 0..3 {
+        clock.advance(1000);
+        assert!(limited.put_records(&one).error.is_none());
+    }
+    clock.advance(1000);
+    let mut it = limited
+        .shard_iterator(
+            0,
+            StartPosition::AtSequence(SequenceNumber {
+                shard: 0,
+                offset: 1001,
+            }),
+        )
+        .unwrap();
+    let mut read_bytes = 0;
+    let mut outcome = None;
+    for _ in 0..10 {
+        match limited.get_records(&mut it, 1) {
+            Ok(got) => read_bytes += got.records.iter().map(|r| r.data.len()).sum::<usize>(),
+            Err(e) => {
+                outcome = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(outcome, Some(Error::Throttled(_))), "{outcome:?}");
+    assert!((2 << 20..3 << 20).contains(&read_bytes), "{read_bytes}");
+    clock.advance(1000);
+    assert!(
+        limited.get_records(&mut it, 1).is_ok(),
+        "a new second, a new read budget"
+    );
+}

@@ -18,6 +18,7 @@
 
 mod consumer;
 mod keys;
+mod limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -661,6 +662,9 @@ impl Stream {
             if groups.is_empty() {
                 return Ok(());
             }
+            if meta.enforce_limits {
+                self.charge_writes(records, &groups)?;
+            }
             let mut sealed = false;
             for (shard, indexes) in groups {
                 let log = self.writer(&meta, shard)?;
@@ -702,6 +706,36 @@ impl Stream {
         Err(Error::Conflict(
             "the stream is being resharded; try again".into(),
         ))
+    }
+
+    /// Charges every shard's write budget for its group, all or nothing: one shard over its
+    /// limit throttles the whole put before anything is written.
+    fn charge_writes(
+        &self,
+        records: &[PutRecord<'_>],
+        groups: &BTreeMap<u32, Vec<usize>>,
+    ) -> Result<()> {
+        let demand = |indexes: &Vec<usize>| limits::Demand::Write {
+            records: indexes.len() as u64,
+            bytes: indexes
+                .iter()
+                .map(|&i| (records[i].data.len() + records[i].partition_key.len()) as u64)
+                .sum(),
+        };
+        let mut charged: Vec<(u32, limits::Demand)> = Vec::new();
+        for (&shard, indexes) in groups {
+            let wanted = demand(indexes);
+            let dir = shard_dir(&self.dir, &self.name, shard);
+            if let Err(e) = limits::charge(&self.dir, &dir, wanted, false) {
+                for (shard, done) in charged {
+                    let dir = shard_dir(&self.dir, &self.name, shard);
+                    let _ = limits::charge(&self.dir, &dir, done, true);
+                }
+                return Err(e);
+            }
+            charged.push((shard, wanted));
+        }
+        Ok(())
     }
 
     /// Unseals shards the map says are open: a reshard sealed them and died before writing the
@@ -784,6 +818,12 @@ impl Stream {
     /// returned: an iterator behind the trim horizon moves up to it.
     pub fn get_records(&self, it: &mut ShardIterator, limit: usize) -> Result<GetRecordsOutput> {
         let reader = self.reader(it.shard)?;
+        let enforce = self.meta().enforce_limits;
+        let limit_dir = shard_dir(&self.dir, &self.name, it.shard);
+        if enforce {
+            // Refused when this second's budget is spent; the read itself is charged below.
+            limits::charge(&self.dir, &limit_dir, limits::Demand::ReadAdmit, false)?;
+        }
         let horizon = self.trim_horizon(&reader)?;
         it.next_offset = it.next_offset.max(horizon);
         let cutoff = self.retention_cutoff();
@@ -814,6 +854,18 @@ impl Stream {
             });
         }
         it.next_offset = batch.next_offset();
+        if enforce {
+            let bytes = records
+                .iter()
+                .map(|r| (r.data.len() + r.partition_key.len()) as u64)
+                .sum();
+            limits::charge(
+                &self.dir,
+                &limit_dir,
+                limits::Demand::ReadCharge { bytes },
+                false,
+            )?;
+        }
         let latest = reader.next_offset()?;
         let behind = match records.last() {
             Some(last) if it.next_offset < latest => self
