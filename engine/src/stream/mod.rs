@@ -665,8 +665,9 @@ impl Stream {
             if meta.enforce_limits {
                 self.charge_writes(records, &groups)?;
             }
-            let mut sealed = false;
-            for (shard, indexes) in groups {
+            // One batch per shard. When each waits for its fsync, the shards' appends run in
+            // parallel so the fsyncs overlap instead of queueing one behind the other.
+            let append = |shard: u32, indexes: &[usize]| -> Result<u64> {
                 let log = self.writer(&meta, shard)?;
                 let entries: Vec<Entry<'_>> = indexes
                     .iter()
@@ -676,14 +677,48 @@ impl Stream {
                         payload: records[i].data,
                     })
                     .collect();
-                match log.append(&entries) {
-                    Ok(appended) => {
+                log.append(&entries).map(|appended| appended.first_offset)
+            };
+            let parallel = groups.len() > 1 && meta.durability == StreamDurability::Always;
+            let outcomes: Vec<(u32, Vec<usize>, Result<u64>)> = if !parallel {
+                groups
+                    .into_iter()
+                    .map(|(shard, indexes)| {
+                        let outcome = append(shard, &indexes);
+                        (shard, indexes, outcome)
+                    })
+                    .collect()
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = groups
+                        .into_iter()
+                        .map(|(shard, indexes)| {
+                            scope.spawn(move || {
+                                let outcome = append(shard, &indexes);
+                                (shard, indexes, outcome)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                        })
+                        .collect()
+                })
+            };
+            let mut sealed = false;
+            let mut failure = None;
+            for (shard, indexes, outcome) in outcomes {
+                match outcome {
+                    Ok(first_offset) => {
                         for (k, &i) in indexes.iter().enumerate() {
                             results[i] = Some(PutResult {
                                 shard_id: shard_id(shard),
                                 sequence_number: SequenceNumber {
                                     shard,
-                                    offset: appended.first_offset + k as u64,
+                                    offset: first_offset + k as u64,
                                 }
                                 .encode(),
                             });
@@ -693,8 +728,11 @@ impl Stream {
                         lock(&self.writers).remove(&shard);
                         sealed = true;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => failure = failure.or(Some(e)),
                 }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
             if !sealed {
                 return Ok(());
