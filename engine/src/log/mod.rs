@@ -279,6 +279,9 @@ impl Log {
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(segment::LOCK_FILE);
+        let head_path = dir.join(segment::HEAD_FILE);
+        // Files this open creates get their directory entries synced below.
+        let new_entries = !storage.exists(&lock_path) || !storage.exists(&head_path);
         let shared = options.writer_lock == WriterLock::Shared;
         let lock = storage
             .lock(&lock_path, options.wait_for_lock || shared)
@@ -298,14 +301,13 @@ impl Log {
             last_timestamp_ms: watermark.last_timestamp_ms,
             start_offset: opened.start_offset,
         };
-        let head_path = dir.join(segment::HEAD_FILE);
         let head_file = storage
             .open(&head_path, OpenMode::CreateOrOpen)
             .map_err(|e| Error::io("open", &head_path, e))?;
         head_file
             .write_all_at(&head.encode(), 0)
             .map_err(|e| Error::io("write", &head_path, e))?;
-        if opened.created {
+        if opened.created || new_entries {
             // Everything recovery wrote is synced; the head is a hint, but its directory entry
             // should not vanish.
             storage
