@@ -324,12 +324,20 @@ fn opening_a_one_gib_log_reads_only_its_tail() {
 }
 
 /// Every file a log creates survives a power loss right after `open` returns: each creation
-/// is followed by an fsync of the directory.
+/// is followed by an fsync of the directory, also when the segments already existed and only
+/// the head and lock files are new.
 #[test]
-fn every_file_of_a_new_log_survives_power_loss() {
+fn every_file_of_a_log_survives_power_loss_after_open() {
     let storage = SimStorage::new();
     let clock = ManualClock::new(0);
-    let log = open_sim(&storage, &clock, &small_options(Durability::Never));
+    let log = open_sim(&storage, &clock, &small_options(Durability::Always));
+    append_records(&log, 10, 5);
+    drop(log);
+    for name in ["head", "LOCK"] {
+        storage.remove_file(&sim_dir().join(name)).unwrap();
+    }
+    storage.sync_dir(&sim_dir()).unwrap();
+    let log = open_sim(&storage, &clock, &small_options(Durability::Always));
     let live = storage.files();
     let after = storage.crash(CrashPlan::PowerLoss);
     assert_eq!(after.files(), live);
