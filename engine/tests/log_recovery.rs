@@ -345,8 +345,16 @@ fn every_file_of_a_log_survives_power_loss_after_open() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for expected in ["LOCK", "head", "00000000000000000000.log", "00000000000000000000.index"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    for expected in [
+        "LOCK",
+        "head",
+        "00000000000000000000.log",
+        "00000000000000000000.index",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
     drop(log);
 }
