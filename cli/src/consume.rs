@@ -4,15 +4,13 @@ use std::io::{self, BufWriter, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
-use serde_json::json;
 use shoal_engine::DataDir;
 use shoal_engine::stream::StreamRecord;
 
 use crate::Output;
-use crate::util::{emit, rfc3339_ms};
+use crate::stream::record_line;
+use crate::util::emit;
 
 /// `shoal consume`
 #[derive(Debug, Args)]
@@ -81,26 +79,6 @@ pub fn run_consume(dir: &DataDir, output: Output, args: &ConsumeArgs) -> anyhow:
     }
     out.flush()?;
     Ok(())
-}
-
-fn record_line(output: Output, record: &StreamRecord) -> String {
-    match output {
-        Output::Json => json!({
-            "shard_id": record.shard_id,
-            "sequence_number": record.sequence_number,
-            "partition_key": record.partition_key,
-            "arrival_timestamp": rfc3339_ms(record.arrival_timestamp_ms),
-            "data": BASE64.encode(&record.data),
-        })
-        .to_string(),
-        Output::Text => format!(
-            "{}\t{}\t{}\t{}",
-            record.shard_id,
-            record.sequence_number,
-            record.partition_key,
-            String::from_utf8_lossy(&record.data)
-        ),
-    }
 }
 
 /// Runs the command on one record until it succeeds, backing off between attempts.

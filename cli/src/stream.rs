@@ -12,7 +12,7 @@ use serde_json::json;
 use shoal_engine::DataDir;
 use shoal_engine::stream::{
     CreateStream, PutRecord, SequenceNumber, ShardIterator, StartPosition, Stream,
-    StreamDescription, StreamDurability, parse_hash_key, parse_shard_id, shard_id,
+    StreamDescription, StreamDurability, StreamRecord, parse_hash_key, parse_shard_id, shard_id,
 };
 
 use crate::Output;
@@ -515,24 +515,7 @@ pub fn run_get(dir: &DataDir, output: Output, args: &GetArgs) -> anyhow::Result<
                     out.write_all(&record.data)?;
                     out.write_all(b"\n")?;
                 } else {
-                    let line = match output {
-                        Output::Json => json!({
-                            "shard_id": record.shard_id,
-                            "sequence_number": record.sequence_number,
-                            "partition_key": record.partition_key,
-                            "arrival_timestamp": rfc3339_ms(record.arrival_timestamp_ms),
-                            "data": BASE64.encode(&record.data),
-                        })
-                        .to_string(),
-                        Output::Text => format!(
-                            "{}\t{}\t{}\t{}",
-                            record.shard_id,
-                            record.sequence_number,
-                            record.partition_key,
-                            String::from_utf8_lossy(&record.data)
-                        ),
-                    };
-                    emit(&mut out, &line)?;
+                    emit(&mut out, &record_line(output, record))?;
                 }
             }
             remaining -= got.records.len() as u64;
@@ -573,6 +556,27 @@ pub fn run_get(dir: &DataDir, output: Output, args: &GetArgs) -> anyhow::Result<
     }
     out.flush()?;
     Ok(())
+}
+
+/// One record as `get` and `consume` print it.
+pub fn record_line(output: Output, record: &StreamRecord) -> String {
+    match output {
+        Output::Json => json!({
+            "shard_id": record.shard_id,
+            "sequence_number": record.sequence_number,
+            "partition_key": record.partition_key,
+            "arrival_timestamp": rfc3339_ms(record.arrival_timestamp_ms),
+            "data": BASE64.encode(&record.data),
+        })
+        .to_string(),
+        Output::Text => format!(
+            "{}\t{}\t{}\t{}",
+            record.shard_id,
+            record.sequence_number,
+            record.partition_key,
+            String::from_utf8_lossy(&record.data)
+        ),
+    }
 }
 
 /// `shoal reshard`
