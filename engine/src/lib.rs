@@ -34,6 +34,9 @@ pub mod clock;
 pub mod codec;
 pub mod datadir;
 pub mod error;
+/// Fuzz target bodies (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod log;
 pub mod meta;
 pub mod names;
