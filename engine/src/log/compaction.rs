@@ -160,3 +160,37 @@ pub(super) fn compact(
     inner.reader.invalidate(base);
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::clock::ManualClock;
+    use crate::log::{Entry, Log, LogOptions, ReadLimit};
+    use crate::storage::SimStorage;
+
+    #[test]
+    fn keeping_everything_keeps_every_record_and_the_active_segment_is_refused() {
+        let storage = SimStorage::new();
+        let log = Log::open(
+            Arc::new(storage.clone()),
+            ManualClock::new(5),
+            "/l",
+            LogOptions::default(),
+        )
+        .unwrap();
+        log.append(&[Entry::new(b"a"), Entry::new(b"b")]).unwrap();
+        log.roll().unwrap();
+        let report = log.compact_segment(0, |_| true).unwrap();
+        assert_eq!((report.records_kept, report.records_removed), (2, 0));
+        assert_eq!(report.bytes_after, report.bytes_before);
+        let batch = log.read(0, ReadLimit::records(10)).unwrap();
+        let got: Vec<&[u8]> = batch.iter().map(|r| r.payload).collect();
+        assert_eq!(got, vec![&b"a"[..], &b"b"[..]]);
+        assert!(
+            log.compact_segment(2, |_| true).is_err(),
+            "the active segment"
+        );
+        assert!(log.compact_segment(1, |_| true).is_err(), "not a segment");
+    }
+}

@@ -917,3 +917,59 @@ impl Inner {
         guard(&self.writer).active.base
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermarks_order_by_records_then_segment() {
+        let old = Watermark {
+            base: 0,
+            len: 500,
+            next_offset: 10,
+            last_timestamp_ms: 0,
+        };
+        // A roll: no new record, a newer segment with just its header.
+        let rolled = Watermark {
+            base: 10,
+            len: 64,
+            ..old
+        };
+        let appended = Watermark {
+            base: 10,
+            len: 200,
+            next_offset: 11,
+            ..old
+        };
+        assert!(rolled.key() > old.key());
+        assert!(appended.key() > rolled.key());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let o = LogOptions::default();
+        assert_eq!(o.segment_bytes_max, 64 << 20);
+        assert_eq!(o.index_interval_bytes, 4096);
+        assert_eq!(o.durability, Durability::Always);
+        assert_eq!(o.writer_lock, WriterLock::Exclusive);
+        assert!(!o.wait_for_lock);
+    }
+
+    #[test]
+    fn invalid_options_are_refused_before_touching_storage() {
+        let storage = crate::storage::SimStorage::new();
+        let too_big = LogOptions {
+            max_record_bytes: MAX_PAYLOAD_LEN + 1,
+            ..LogOptions::default()
+        };
+        let clock = crate::clock::ManualClock::new(0);
+        assert!(Log::open(Arc::new(storage.clone()), clock.clone(), "/l", too_big).is_err());
+        let huge_segments = LogOptions {
+            segment_bytes_max: 4 << 30,
+            ..LogOptions::default()
+        };
+        assert!(Log::open(Arc::new(storage.clone()), clock, "/l", huge_segments).is_err());
+        assert!(storage.files().is_empty());
+    }
+}

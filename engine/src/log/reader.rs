@@ -618,3 +618,48 @@ pub(super) fn read_head(file: &dyn StorageFile, path: &Path) -> Result<Head> {
         last_err.unwrap_or(crate::codec::file_header::HeaderError::Checksum),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{SimStorage, Storage};
+
+    #[test]
+    fn an_empty_batch_points_back_at_the_request() {
+        let batch = ReadBatch::empty(42);
+        assert!(batch.is_empty());
+        assert_eq!(batch.iter().count(), 0);
+        assert_eq!(batch.next_offset(), 42);
+    }
+
+    #[test]
+    fn the_head_is_read_with_retries_and_damage_is_reported() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/l");
+        sim.create_dir_all(dir).unwrap();
+        let path = dir.join(segment::HEAD_FILE);
+        let head = Head {
+            active_base: 0,
+            committed_len: 64,
+            synced_len: 64,
+            next_offset: 0,
+            last_timestamp_ms: 0,
+            start_offset: 0,
+        };
+        sim.put_file(&path, &head.encode());
+        let file = sim.open(&path, OpenMode::Read).unwrap();
+        assert_eq!(read_head(&*file, &path).unwrap(), head);
+        sim.corrupt(&path, 20, 1).unwrap();
+        let err = read_head(&*file, &path).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+    }
+
+    #[test]
+    fn a_reader_needs_an_existing_log() {
+        let sim = SimStorage::new();
+        let err = LogReader::open(Arc::new(sim), "/nowhere").unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
+    }
+}

@@ -525,3 +525,90 @@ pub(super) fn trim_index(active: &mut Active, committed: u64) -> Result<()> {
     active.index_entries = count;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::record::{FLAG_END_OF_BATCH, FrameFields, encode_into};
+
+    /// A segment image: header, then batches of the given sizes with 100-byte payloads.
+    fn segment(base: u64, batches: &[usize]) -> Vec<u8> {
+        let mut bytes = FileHeader {
+            kind: FileKind::Segment,
+            base_offset: base,
+            base_timestamp_ms: 0,
+        }
+        .encode()
+        .to_vec();
+        let mut offset = base;
+        for &n in batches {
+            for i in 0..n {
+                let fields = FrameFields {
+                    offset,
+                    timestamp_ms: offset,
+                    kind: 0,
+                    flags: if i + 1 == n { FLAG_END_OF_BATCH } else { 0 },
+                    header: b"",
+                    payload: &[7u8; 100],
+                };
+                encode_into(&mut bytes, &fields).unwrap();
+                offset += 1;
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn index_entries_sit_at_batch_starts_an_interval_apart() {
+        // Frames are 132 bytes; batches of 3 records are 396 bytes.
+        let bytes = segment(10, &[3, 3, 3, 3, 3]);
+        let (entries, stop) = index_entries_for(&bytes, 10, 500);
+        assert_eq!(stop, None);
+        let positions: Vec<u32> = entries.iter().map(|e| e.position).collect();
+        // Batch starts: 64, 460, 856, 1252, 1648; an entry once 500 bytes have passed.
+        assert_eq!(positions, vec![856, 1648]);
+        assert_eq!(entries[0].rel_offset, 6);
+        assert_eq!(entries[0].timestamp_ms, 16);
+    }
+
+    #[test]
+    fn index_entries_report_where_damage_stops_the_scan() {
+        let mut bytes = segment(0, &[2, 2]);
+        let at = FILE_HEADER_LEN + 132 + 40;
+        bytes[at] ^= 1;
+        let (_, stop) = index_entries_for(&bytes, 0, 1);
+        assert!(
+            matches!(stop, Some(Stop::Corrupt { position: 196, .. })),
+            "{stop:?}"
+        );
+    }
+
+    #[test]
+    fn trim_index_drops_entries_past_the_committed_length() {
+        let storage = crate::storage::SimStorage::new();
+        let dir = Path::new("/l");
+        storage.create_dir_all(dir).unwrap();
+        let (file, index_file) = create_segment_files(&storage, dir, 0, 0).unwrap();
+        let mut body = Vec::new();
+        for (rel, position) in [(1u32, 100u32), (5, 900), (9, 1700)] {
+            body.extend_from_slice(
+                &IndexEntry {
+                    rel_offset: rel,
+                    position,
+                    timestamp_ms: 0,
+                }
+                .encode(),
+            );
+        }
+        body.extend_from_slice(&[0xAB; 7]); // a torn entry
+        index_file.write_all_at(&body, 64).unwrap();
+        let mut active = open_active(&storage, dir, 0).unwrap();
+        assert_eq!(active.index_entries, 3);
+        trim_index(&mut active, 1000).unwrap();
+        assert_eq!((active.index_entries, active.last_indexed), (2, 900));
+        assert_eq!(index_file.len().unwrap(), 64 + 32);
+        trim_index(&mut active, 50).unwrap();
+        assert_eq!((active.index_entries, active.last_indexed), (0, 64));
+        drop(file);
+    }
+}

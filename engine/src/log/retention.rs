@@ -103,3 +103,75 @@ pub(super) fn enforce(inner: &Inner, policy: &Retention) -> Result<RetentionRepo
     inner.set_start_offset(report.start_offset)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::log::{Entry, Log, LogOptions};
+    use crate::storage::SimStorage;
+
+    /// Three sealed segments written a minute apart, then the active one.
+    fn log(clock: &Arc<ManualClock>) -> Log {
+        let log = Log::open(
+            Arc::new(SimStorage::new()),
+            clock.clone(),
+            "/l",
+            LogOptions::default(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            log.append(&[Entry::new(&[1u8; 1000])]).unwrap();
+            clock.advance(60_000);
+            log.roll().unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn age_uses_the_next_segments_base_timestamp() {
+        let clock = ManualClock::new(0);
+        let log = log(&clock);
+        // Segment 0's records are at or before segment 1's start (t = 60 s).
+        let policy = Retention {
+            max_age: Some(Duration::from_secs(60)),
+            max_bytes: None,
+        };
+        clock.set(119_999);
+        assert!(
+            log.enforce_retention(&policy)
+                .unwrap()
+                .removed_segments
+                .is_empty()
+        );
+        clock.set(120_000);
+        let report = log.enforce_retention(&policy).unwrap();
+        assert_eq!(report.removed_segments, vec![0]);
+        assert_eq!(report.start_offset, 1);
+    }
+
+    #[test]
+    fn size_removes_the_oldest_first_and_never_the_active_segment() {
+        let clock = ManualClock::new(0);
+        let log = log(&clock);
+        let report = log
+            .enforce_retention(&Retention {
+                max_age: None,
+                max_bytes: Some(2_000),
+            })
+            .unwrap();
+        // Each sealed segment is 64 + 32 + 1000 bytes; the active one holds just its header.
+        assert_eq!(report.removed_segments, vec![0, 1]);
+        assert_eq!(report.bytes_removed, 2 * 1096);
+        let all = log
+            .enforce_retention(&Retention {
+                max_age: None,
+                max_bytes: Some(0),
+            })
+            .unwrap();
+        assert_eq!(all.removed_segments, vec![2]);
+        assert_eq!(log.segments().unwrap(), vec![3]);
+    }
+}

@@ -132,3 +132,19 @@ fn shard_name(shard_dir: &Path) -> String {
         .and_then(|n| n.parse::<u32>().ok())
         .map_or_else(|| shard_dir.display().to_string(), super::shard_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_round_trips() {
+        let usage = Usage {
+            window_s: 1_700_000_000,
+            write_bytes: 5,
+            write_records: 6,
+            read_bytes: 7,
+        };
+        assert_eq!(Usage::decode(&usage.encode()), usage);
+    }
+}
