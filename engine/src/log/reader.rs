@@ -134,7 +134,11 @@ struct View {
     map: Option<Mapping>,
     /// File length of a sealed segment.
     sealed_len: Option<u64>,
+    /// A sealed segment's index, memory-mapped (sealed indexes never change in place).
     index: Option<Mapping>,
+    /// The active segment's index, read with `pread` and extended as it grows: a writer's
+    /// recovery may truncate it, which must never be able to fault a mapping.
+    active_index: Option<(Arc<dyn StorageFile>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -363,6 +367,7 @@ impl LogReader {
         };
         let bytes = map.bytes().get(..to_usize(end)?).unwrap_or_default();
         let mut scan = FrameScan::new(bytes, 0, to_usize(start)?);
+        scan.skip_before(from);
         let mut slots = Vec::new();
         let mut taken_bytes = 0usize;
         let mut resume = None;
@@ -512,25 +517,54 @@ impl LogReader {
         let Some(view) = state.segments.get_mut(&base) else {
             return Ok(None);
         };
-        if view.index.is_none() || active {
-            // An active index grows; remap it on each lookup (lookups are rare: sequential
-            // reads continue from the previous batch's position).
-            view.index = match self.storage.open(&index_path, OpenMode::Read) {
-                Ok(file) => {
-                    let len = file.len().map_err(|e| Error::io("stat", &index_path, e))?;
-                    Some(
-                        file.map(len)
-                            .map_err(|e| Error::io("map", &index_path, e))?,
-                    )
+        let bytes: &[u8] = if active {
+            if view.active_index.is_none() {
+                match self.storage.open(&index_path, OpenMode::Read) {
+                    Ok(file) => view.active_index = Some((file, Vec::new())),
+                    // A missing index just means a longer scan.
+                    Err(_) => return Ok(None),
                 }
-                // A missing index (mid-compaction) just means a longer scan.
-                Err(_) => None,
+            }
+            let Some((file, cached)) = view.active_index.as_mut() else {
+                return Ok(None);
             };
-        }
-        let Some(index) = &view.index else {
-            return Ok(None);
+            let len = usize::try_from(file.len().map_err(|e| Error::io("stat", &index_path, e))?)
+                .unwrap_or(0);
+            if len < cached.len() {
+                cached.clear();
+            }
+            if len > cached.len() {
+                // Only the entries appended since the last lookup are read.
+                let have = cached.len();
+                cached.resize(len, 0);
+                if file
+                    .read_exact_at(&mut cached[have..], have as u64)
+                    .is_err()
+                {
+                    cached.clear();
+                }
+            }
+            cached
+        } else {
+            if view.index.is_none() {
+                view.index = match self.storage.open(&index_path, OpenMode::Read) {
+                    Ok(file) => {
+                        let len = file.len().map_err(|e| Error::io("stat", &index_path, e))?;
+                        Some(
+                            file.map(len)
+                                .map_err(|e| Error::io("map", &index_path, e))?,
+                        )
+                    }
+                    // A missing index (mid-compaction) just means a longer scan.
+                    Err(_) => None,
+                };
+            }
+            match &view.index {
+                Some(index) => index.bytes(),
+                None => return Ok(None),
+            }
         };
-        let body = index.bytes().get(FILE_HEADER_LEN..).unwrap_or_default();
+        let body = bytes.get(FILE_HEADER_LEN..).unwrap_or_default();
         let count = body.len() / INDEX_ENTRY_LEN;
         let entry_at = |i: usize| {
             body.get(i * INDEX_ENTRY_LEN..(i + 1) * INDEX_ENTRY_LEN)

@@ -64,6 +64,32 @@ impl<'a> FrameScan<'a> {
         self.origin + self.cursor as u64
     }
 
+    /// Skips frames whose offset is below `target`, checking only their fixed 32 bytes (the
+    /// header checksum guards the lengths): records that will not be returned need not have
+    /// their payload checksummed. Stops before the first frame at or past `target`, or before
+    /// anything that does not validate, which the next call to `next` then reports.
+    pub fn skip_before(&mut self, target: u64) {
+        while self.stop.is_none() {
+            let rest = self.bytes.get(self.cursor..).unwrap_or_default();
+            let Ok(len) = record::decode_len(rest) else {
+                return;
+            };
+            let Some(offset) = rest
+                .get(record::OFFSET_OFFSET..record::OFFSET_OFFSET + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+            else {
+                return;
+            };
+            let in_order = self.next_offset.is_none_or(|n| offset >= n);
+            if offset >= target || !in_order || rest.len() < len {
+                return;
+            }
+            self.next_offset = offset.checked_add(1);
+            self.cursor += len;
+        }
+    }
+
     /// Why the scan ended (`None` while it is still going).
     pub fn stop(&self) -> Option<&Stop> {
         self.stop.as_ref()
@@ -168,6 +194,30 @@ mod tests {
         let mut scan = FrameScan::new(&back, 0, 0);
         assert_eq!(scan.by_ref().count(), 1);
         assert!(matches!(scan.stop(), Some(Stop::Corrupt { .. })));
+    }
+
+    #[test]
+    fn skip_before_stops_at_the_target_or_at_damage() {
+        let bytes = frames(&[5, 6, 7, 8]);
+        let mut scan = FrameScan::new(&bytes, 0, 0);
+        scan.skip_before(7);
+        assert_eq!(scan.next().map(|(_, f)| f.offset), Some(7));
+        // A payload flip in a skipped frame is not looked at; a header flip stops the skip
+        // and is then reported.
+        let mut damaged = bytes.clone();
+        damaged[35 + 33] ^= 1; // payload of offset 6
+        let mut scan = FrameScan::new(&damaged, 0, 0);
+        scan.skip_before(8);
+        assert_eq!(scan.next().map(|(_, f)| f.offset), Some(8));
+        let mut damaged = bytes.clone();
+        damaged[35 + 10] ^= 1; // header of offset 6
+        let mut scan = FrameScan::new(&damaged, 0, 0);
+        scan.skip_before(8);
+        assert!(scan.next().is_none());
+        assert!(matches!(
+            scan.stop(),
+            Some(Stop::Corrupt { position: 35, .. })
+        ));
     }
 
     #[test]
