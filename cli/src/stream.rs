@@ -231,12 +231,13 @@ struct JsonRecord {
     explicit_hash_key: Option<String>,
 }
 
-/// Records waiting to be put together.
+/// Records waiting to be put together, in two flat buffers (no allocation per record).
 struct Pending {
-    keys: Vec<String>,
-    data: Vec<Vec<u8>>,
+    keys: String,
+    key_ends: Vec<usize>,
+    data: Vec<u8>,
+    data_ends: Vec<usize>,
     hash_keys: Vec<Option<u128>>,
-    bytes: usize,
 }
 
 /// Most bytes buffered before a batch is put.
@@ -245,22 +246,26 @@ const BATCH_BYTES: usize = 4 << 20;
 impl Pending {
     fn new() -> Self {
         Pending {
-            keys: Vec::new(),
+            keys: String::new(),
+            key_ends: Vec::new(),
             data: Vec::new(),
+            data_ends: Vec::new(),
             hash_keys: Vec::new(),
-            bytes: 0,
         }
     }
 
-    fn push(&mut self, key: String, data: Vec<u8>, hash_key: Option<u128>) {
-        self.bytes += key.len() + data.len();
-        self.keys.push(key);
-        self.data.push(data);
+    fn push(&mut self, key: impl std::fmt::Display, data: &[u8], hash_key: Option<u128>) {
+        use std::fmt::Write as _;
+        let _ = write!(self.keys, "{key}");
+        self.key_ends.push(self.keys.len());
+        self.data.extend_from_slice(data);
+        self.data_ends.push(self.data.len());
         self.hash_keys.push(hash_key);
     }
 
     fn full(&self) -> bool {
-        self.keys.len() >= shoal_engine::stream::MAX_PUT_RECORDS || self.bytes >= BATCH_BYTES
+        self.key_ends.len() >= shoal_engine::stream::MAX_PUT_RECORDS
+            || self.keys.len() + self.data.len() >= BATCH_BYTES
     }
 
     /// Puts the batch and prints one line per acknowledged record, in input order.
@@ -270,32 +275,38 @@ impl Pending {
         output: Output,
         out: &mut impl Write,
     ) -> anyhow::Result<()> {
-        if self.keys.is_empty() {
+        if self.key_ends.is_empty() {
             return Ok(());
         }
-        let records: Vec<PutRecord<'_>> = (0..self.keys.len())
-            .map(|i| PutRecord {
-                partition_key: &self.keys[i],
+        let mut records = Vec::with_capacity(self.key_ends.len());
+        let (mut key_start, mut data_start) = (0, 0);
+        for i in 0..self.key_ends.len() {
+            records.push(PutRecord {
+                partition_key: &self.keys[key_start..self.key_ends[i]],
                 explicit_hash_key: self.hash_keys[i],
-                data: &self.data[i],
-            })
-            .collect();
+                data: &self.data[data_start..self.data_ends[i]],
+            });
+            key_start = self.key_ends[i];
+            data_start = self.data_ends[i];
+        }
         let outcome = stream.put_records(&records);
         for result in &outcome.results {
-            let line = match output {
-                Output::Json => format!(
+            match output {
+                Output::Json => writeln!(
+                    out,
                     "{{\"shard_id\":\"{}\",\"sequence_number\":\"{}\"}}",
-                    result.shard_id, result.sequence_number
-                ),
-                Output::Text => format!("{}\t{}", result.shard_id, result.sequence_number),
-            };
-            emit(out, &line)?;
+                    shard_id(result.shard),
+                    result.sequence
+                )?,
+                Output::Text => writeln!(out, "{}\t{}", shard_id(result.shard), result.sequence)?,
+            }
         }
         out.flush()?;
         self.keys.clear();
+        self.key_ends.clear();
         self.data.clear();
+        self.data_ends.clear();
         self.hash_keys.clear();
-        self.bytes = 0;
         match outcome.error {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -330,11 +341,10 @@ pub fn run_put(dir: &DataDir, output: Output, args: &PutArgs) -> anyhow::Result<
                 line.pop();
             }
             if args.lines {
-                let key = match &args.partition_key {
-                    Some(key) => key.clone(),
-                    None => number.to_string(),
-                };
-                pending.push(key, line.clone(), explicit);
+                match &args.partition_key {
+                    Some(key) => pending.push(key, &line, explicit),
+                    None => pending.push(number, &line, explicit),
+                }
             } else {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -361,7 +371,7 @@ pub fn run_put(dir: &DataDir, output: Output, args: &PutArgs) -> anyhow::Result<
                     }
                     None => explicit,
                 };
-                pending.push(record.partition_key, data, hash_key);
+                pending.push(&record.partition_key, &data, hash_key);
             }
             if pending.full() {
                 pending.flush(&stream, output, &mut out)?;
@@ -377,7 +387,7 @@ pub fn run_put(dir: &DataDir, output: Output, args: &PutArgs) -> anyhow::Result<
             }
         };
         let key = args.partition_key.clone().unwrap_or_default();
-        pending.push(key, data, explicit);
+        pending.push(&key, &data, explicit);
     }
     pending.flush(&stream, output, &mut out)
 }

@@ -31,7 +31,7 @@ fn put(stream: &Stream, key: &str, data: &str) -> (String, String) {
     }]);
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let r = &outcome.results[0];
-    (r.shard_id.clone(), r.sequence_number.clone())
+    (r.shard_id(), r.sequence_number())
 }
 
 /// Every record of the stream, shard by shard in index order (parents before children).
@@ -132,7 +132,7 @@ fn puts_route_by_md5_and_read_back_with_every_iterator() {
         explicit_hash_key: Some(u128::MAX),
         data: b"last",
     }]);
-    assert_eq!(outcome.results[0].shard_id, shard_id(3));
+    assert_eq!(outcome.results[0].shard_id(), shard_id(3));
 
     let seqs = &per_shard[1];
     let at = SequenceNumber::parse(&seqs[5]).unwrap();

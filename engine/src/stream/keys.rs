@@ -77,9 +77,14 @@ pub struct SequenceNumber {
 }
 
 impl SequenceNumber {
+    /// The number itself.
+    pub fn value(&self) -> u128 {
+        SEQUENCE_BASE + (u128::from(self.shard) << 64) + u128::from(self.offset)
+    }
+
     /// The decimal string form.
     pub fn encode(&self) -> String {
-        (SEQUENCE_BASE + (u128::from(self.shard) << 64) + u128::from(self.offset)).to_string()
+        self.value().to_string()
     }
 
     /// Parses the decimal string form.
@@ -93,6 +98,12 @@ impl SequenceNumber {
         let shard = u32::try_from(rest >> 64).map_err(|_| invalid())?;
         let offset = u64::try_from(rest & u128::from(u64::MAX)).map_err(|_| invalid())?;
         Ok(SequenceNumber { shard, offset })
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.value())
     }
 }
 

@@ -208,10 +208,22 @@ pub struct PutRecord<'a> {
 /// Where a put record went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResult {
-    /// The shard.
-    pub shard_id: String,
-    /// Its sequence number.
-    pub sequence_number: String,
+    /// The shard's index.
+    pub shard: u32,
+    /// The record's sequence number.
+    pub sequence: SequenceNumber,
+}
+
+impl PutResult {
+    /// The shard's id, `shardId-000000000000` style.
+    pub fn shard_id(&self) -> String {
+        shard_id(self.shard)
+    }
+
+    /// The sequence number's decimal form.
+    pub fn sequence_number(&self) -> String {
+        self.sequence.encode()
+    }
 }
 
 /// The outcome of a batch put: the acknowledged prefix of the input, then the error that
@@ -715,12 +727,11 @@ impl Stream {
                     Ok(first_offset) => {
                         for (k, &i) in indexes.iter().enumerate() {
                             results[i] = Some(PutResult {
-                                shard_id: shard_id(shard),
-                                sequence_number: SequenceNumber {
+                                shard,
+                                sequence: SequenceNumber {
                                     shard,
                                     offset: first_offset + k as u64,
-                                }
-                                .encode(),
+                                },
                             });
                         }
                     }
