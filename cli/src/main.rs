@@ -1,6 +1,7 @@
 //! `shoal`: the command line front end. Parsing and printing only; every rule lives in
 //! `shoal-engine`.
 
+mod check;
 mod consume;
 mod stream;
 mod util;
@@ -54,6 +55,9 @@ enum Command {
     /// Process a stream as one worker of a consumer group (checkpoints and shard leases in
     /// the data directory).
     Consume(consume::ConsumeArgs),
+    /// Verify every file of the data directory: headers, every record's checksum, indexes,
+    /// metadata. Prints one JSON line per problem (file, offset, kind); exit 6 if any.
+    Check,
     /// Print the data directory this invocation would use.
     DataDir,
 }
@@ -75,24 +79,26 @@ fn data_dir_path(cli: &Cli) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/shoal"))
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+fn run(cli: &Cli) -> anyhow::Result<u8> {
     let path = data_dir_path(cli)?;
     if let Command::DataDir = cli.command {
         match cli.output {
             Output::Json => println!("{}", serde_json::json!({ "data_dir": path })),
             Output::Text => println!("{}", path.display()),
         }
-        return Ok(());
+        return Ok(0);
     }
     let dir = DataDir::open(&path)?;
     match &cli.command {
-        Command::Stream(command) => stream::run_stream(&dir, cli.output, command),
-        Command::Put(args) => stream::run_put(&dir, cli.output, args),
-        Command::Get(args) => stream::run_get(&dir, cli.output, args),
-        Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args),
-        Command::Consume(args) => consume::run_consume(&dir, cli.output, args),
-        Command::DataDir => Ok(()),
+        Command::Stream(command) => stream::run_stream(&dir, cli.output, command)?,
+        Command::Put(args) => stream::run_put(&dir, cli.output, args)?,
+        Command::Get(args) => stream::run_get(&dir, cli.output, args)?,
+        Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args)?,
+        Command::Consume(args) => consume::run_consume(&dir, cli.output, args)?,
+        Command::Check => return check::run_check(&dir, cli.output),
+        Command::DataDir => {}
     }
+    Ok(0)
 }
 
 /// The error and its causes on one line, skipping causes the message already quotes (the
@@ -121,7 +127,7 @@ fn main() -> ExitCode {
         }
     };
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = util::exit_code(&e);
             if code != 0 {

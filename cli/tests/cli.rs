@@ -727,3 +727,90 @@ fn enforced_limits_throttle_with_exit_4() {
     // Exactly the acknowledged records are stored.
     assert_eq!(dir.ok(&["get", "s"]).len(), acked);
 }
+
+#[test]
+fn check_finds_flipped_bits_and_names_the_file_and_byte() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "1"]);
+    let input: String = (0..300).map(|i| format!("record number {i}\n")).collect();
+    check(
+        dir.run_stdin(&["put", "s", "--lines", "-k", "k"], input.as_bytes()),
+        0,
+    );
+    // A second batch, far enough along to get an index entry.
+    check(
+        dir.run_stdin(&["put", "s", "--lines", "-k", "k"], input.as_bytes()),
+        0,
+    );
+    dir.ok(&["consume", "s", "--group", "g", "--limit", "10"]);
+    // A clean directory: nothing printed, exit 0.
+    let clean = check(dir.run(&["check"]), 0);
+    assert!(clean.stdout.is_empty());
+
+    // Flip one byte inside the 100th record's payload.
+    let segment = dir
+        .path()
+        .join("streams/s/shards/000000000000/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut position = 64usize;
+    for _ in 0..99 {
+        let payload = u32::from_le_bytes(bytes[position + 4..position + 8].try_into().unwrap());
+        let header = u16::from_le_bytes(bytes[position + 24..position + 26].try_into().unwrap());
+        position += 32 + usize::from(header) + payload as usize;
+    }
+    bytes[position + 36] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+    let before = dir.snapshot();
+    let out = check(dir.run(&["check"]), 6);
+    let problems = lines(&out);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = json(&problems[0]);
+    assert_eq!(problem["file"], segment.to_str().unwrap());
+    assert_eq!(problem["offset"], position as u64);
+    assert!(problem["kind"].as_str().unwrap().contains("checksum"));
+    assert_eq!(dir.snapshot(), before, "check changes nothing");
+    // A reader meets the damage with exit 6 naming the file and byte; what is before it reads.
+    let out = dir.run(&["get", "s"]);
+    assert_eq!(out.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("00000000000000000000.log") && stderr.contains(&format!("byte {position}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines(&out).len(),
+        99,
+        "the records before the damage were printed"
+    );
+    std::fs::write(&segment, {
+        bytes[position + 36] ^= 0x20;
+        &bytes
+    })
+    .unwrap();
+    check(dir.run(&["check"]), 0);
+
+    // A damaged index entry and a damaged stream map are reported too.
+    let index = segment.with_extension("index");
+    let mut entries = std::fs::read(&index).unwrap();
+    assert!(entries.len() > 64, "the index has entries");
+    entries[64 + 4] ^= 0x01;
+    std::fs::write(&index, &entries).unwrap();
+    let meta = dir.path().join("streams/s/stream.meta");
+    let mut map = std::fs::read(&meta).unwrap();
+    let last = map.len() - 1;
+    map[last] ^= 0x01;
+    std::fs::write(&meta, &map).unwrap();
+    let out = check(dir.run(&["check"]), 6);
+    let files: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| json(l)["file"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        files.contains(&index.to_str().unwrap().to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&meta.to_str().unwrap().to_string()),
+        "{files:?}"
+    );
+}

@@ -91,6 +91,21 @@ impl DataDir {
         &self.inner.root
     }
 
+    /// Verifies every file of the data directory: headers, every record's checksum, indexes
+    /// against the records they name, heads, seals and metadata. Changes nothing.
+    pub fn check(&self) -> Result<crate::log::CheckReport> {
+        let mut report = crate::log::CheckReport::default();
+        let format_path = self.inner.root.join(FORMAT_FILE);
+        report.files += 1;
+        if let Err(e) = meta::read::<DirFormat>(&*self.inner.storage, &format_path, FORMAT_MAGIC) {
+            report
+                .problems
+                .push(crate::log::Problem::from_error(&e, &format_path));
+        }
+        crate::stream::check_streams(&self.inner, &mut report)?;
+        Ok(report)
+    }
+
     pub(crate) fn inner(&self) -> &Arc<DirInner> {
         &self.inner
     }

@@ -12,6 +12,7 @@
 //!
 //! See `engine/FORMAT.md` for the bytes and the recovery procedure.
 
+mod check;
 mod compaction;
 mod reader;
 mod recovery;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use check::{CheckReport, Problem, check};
 pub use compaction::CompactionReport;
 pub use reader::{LogReader, ReadBatch, ReadLimit, Record};
 pub use recovery::RecoveryReport;

@@ -24,10 +24,10 @@ use crate::meta;
 use crate::names::validate_stream_name;
 use crate::storage::LockGuard;
 
-const CHECKPOINT_MAGIC: [u8; 8] = *b"SHOALCKP";
+pub(super) const CHECKPOINT_MAGIC: [u8; 8] = *b"SHOALCKP";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Checkpoint {
+pub(super) struct Checkpoint {
     /// The next offset to process.
     next_offset: u64,
     /// The shard is closed and every record of it was processed.

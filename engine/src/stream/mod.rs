@@ -415,6 +415,83 @@ impl DataDir {
     }
 }
 
+/// Checks every stream: its map, each shard's log, each consumer checkpoint (see
+/// [`crate::log::check`]). Changes nothing.
+pub(crate) fn check_streams(dir: &DirInner, report: &mut crate::log::CheckReport) -> Result<()> {
+    use crate::log::Problem;
+    let streams = dir.root.join("streams");
+    let names = match dir.storage.list_dir(&streams) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", &streams, e)),
+    };
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| validate_stream_name(n).is_ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let meta_path = stream_dir(dir, &name).join(META_FILE);
+        if !dir.storage.exists(&meta_path) {
+            continue; // a creation that never finished: not a stream
+        }
+        report.files += 1;
+        let shards: Vec<u32> =
+            match meta::read::<StreamMeta>(&*dir.storage, &meta_path, STREAM_MAGIC) {
+                Ok(Some(meta)) => meta.shards.iter().map(|s| s.index).collect(),
+                Ok(None) => continue,
+                Err(e) => {
+                    report.problems.push(Problem::from_error(&e, &meta_path));
+                    // Without the map, still check every shard log there is.
+                    let shards_dir = stream_dir(dir, &name).join("shards");
+                    let mut found: Vec<u32> = dir
+                        .storage
+                        .list_dir(&shards_dir)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|n| n.to_str().and_then(|n| n.parse().ok()))
+                        .collect();
+                    found.sort_unstable();
+                    found
+                }
+            };
+        for index in shards {
+            let log_dir = shard_dir(dir, &name, index);
+            if !dir
+                .storage
+                .exists(&log_dir.join(crate::log::segment::HEAD_FILE))
+            {
+                report.problems.push(Problem {
+                    file: log_dir,
+                    offset: 0,
+                    kind: format!("the log of {} is missing", shard_id(index)),
+                });
+                continue;
+            }
+            crate::log::check(&*dir.storage, &log_dir, report)?;
+        }
+        let consumers = stream_dir(dir, &name).join("consumers");
+        for group in dir.storage.list_dir(&consumers).unwrap_or_default() {
+            let group_dir = consumers.join(group);
+            for file in dir.storage.list_dir(&group_dir).unwrap_or_default() {
+                let path = group_dir.join(file);
+                if path.extension().is_some_and(|e| e == "checkpoint") {
+                    report.files += 1;
+                    if let Err(e) = meta::read::<consumer::Checkpoint>(
+                        &*dir.storage,
+                        &path,
+                        consumer::CHECKPOINT_MAGIC,
+                    ) {
+                        report.problems.push(Problem::from_error(&e, &path));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn retention_ms(retention: Duration) -> Result<u64> {
     if retention < Duration::from_secs(1) || retention > MAX_RETENTION {
         return Err(Error::InvalidArgument(format!(
