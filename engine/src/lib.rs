@@ -3,11 +3,35 @@
 //! shoal keeps SQS-style queues, SNS-style topics and Kinesis-style streams durably in one local
 //! data directory. This crate holds all of its logic; the `shoal` CLI is a thin front end.
 //!
+//! Callers (the CLI, later an AWS-compatible server) use one handle, [`DataDir`], with typed
+//! requests and [`Error`]s: [`DataDir::create_stream`], [`DataDir::stream`] (puts, iterators,
+//! resharding, consumer groups), [`DataDir::check`].
+//!
 //! The foundation is [`log`]: a segment-file append log with CRC-framed records, sparse offset
 //! and time indexes, memory-mapped readers, group commit, crash recovery that cuts only a torn
-//! tail, and retention and compaction that never rewrite a file a reader may have mapped. All
-//! file I/O goes through [`storage`], so tests can inject torn writes, failed fsyncs and full
-//! disks, and all time comes from a [`clock::Clock`].
+//! tail, and retention and compaction that never rewrite a file a reader may have mapped.
+//! Kinesis-style [`stream`]s are shards of logs. All file I/O goes through [`storage`], so
+//! tests can inject torn writes, failed fsyncs and full disks, and all time comes from a
+//! [`clock::Clock`]. The bytes on disk are documented in `engine/FORMAT.md`.
+//!
+//! ```
+//! use shoal_engine::DataDir;
+//! use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
+//!
+//! # fn main() -> shoal_engine::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let data = DataDir::open(dir.path())?;
+//! data.create_stream(&CreateStream::new("clicks", 2))?;
+//! let stream = data.stream("clicks")?;
+//! let put = stream.put_records(&[PutRecord { partition_key: "user-1", explicit_hash_key: None, data: b"/home" }]);
+//! let shard = put.results[0].shard;
+//! let mut it = stream.shard_iterator(shard, StartPosition::TrimHorizon)?;
+//! assert_eq!(stream.get_records(&mut it, 10)?.records[0].data, b"/home");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The log on its own:
 //!
 //! ```
 //! use std::sync::Arc;

@@ -7,8 +7,13 @@
 //! returns, with concurrent appenders sharing one fsync (group commit). A segment is sealed when
 //! it reaches its size or age limit and is never written again.
 //!
+//! One process writes a log at a time: an [`WriterLock::Exclusive`] handle holds the `LOCK`
+//! file for its lifetime, a [`WriterLock::Shared`] one only around each write, catching up with
+//! what other processes appended when it takes it. [`Log::seal`] closes a log to every writer.
+//!
 //! Readers ([`LogReader`]) need no lock: they read the head file to learn how far the active
 //! segment is committed and read segments through memory maps, returning borrowed slices.
+//! [`check`] verifies a log without changing it.
 //!
 //! See `engine/FORMAT.md` for the bytes and the recovery procedure.
 
