@@ -2,6 +2,8 @@
 
 use std::io::{self, BufWriter, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -42,11 +44,17 @@ const REBALANCE_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `shoal consume`.
 pub fn run_consume(dir: &DataDir, output: Output, args: &ConsumeArgs) -> anyhow::Result<()> {
+    // SIGINT and SIGTERM stop the worker cleanly: the record in hand is finished and
+    // checkpointed, then it exits 0, so a stopped worker's records are never processed twice.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
     let mut consumer = dir.stream(&args.stream)?.consumer(&args.group)?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut remaining = args.limit.unwrap_or(u64::MAX);
     let mut last_rebalance: Option<Instant> = None;
-    while remaining > 0 {
+    while remaining > 0 && !stop.load(Ordering::SeqCst) {
         if last_rebalance.is_none_or(|t| t.elapsed() >= REBALANCE_EVERY) {
             consumer.rebalance()?;
             last_rebalance = Some(Instant::now());
@@ -70,10 +78,17 @@ pub fn run_consume(dir: &DataDir, output: Output, args: &ConsumeArgs) -> anyhow:
                 consumer.checkpoint(batch.shard, &last.sequence_number)?;
             }
         } else {
+            let mut done = 0;
             for record in &batch.records {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 run_command(&args.command, &args.stream, record, args.max_attempts)?;
                 consumer.checkpoint(batch.shard, &record.sequence_number)?;
+                done += 1;
             }
+            remaining -= done;
+            continue;
         }
         remaining -= batch.records.len() as u64;
     }

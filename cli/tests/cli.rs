@@ -814,3 +814,54 @@ fn check_finds_flipped_bits_and_names_the_file_and_byte() {
         "{files:?}"
     );
 }
+
+#[test]
+fn a_worker_stopped_by_sigterm_checkpoints_first_so_nothing_repeats() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "3"]);
+    let input: String = (0..150).map(|i| format!("r{i}\n")).collect();
+    check(dir.run_stdin(&["put", "s", "--lines"], input.as_bytes()), 0);
+    let out = dir.tmp.path().join("out");
+    let script = format!("cat >> '{0}'; echo >> '{0}'", out.display());
+    let delivered = || -> Vec<String> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Stop a following worker three times midway with SIGTERM, restarting it each time.
+    for round in 1..=3 {
+        let worker = dir
+            .cmd(&[
+                "consume", "s", "--group", "g", "--follow", "--", "sh", "-c", &script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut worker = Reaped(worker);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while delivered().len() < round * 30 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress in round {round}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &worker.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = worker.0.wait().unwrap();
+        assert!(exit.success(), "a SIGTERM stop is clean: {exit}");
+    }
+    // A last worker finishes the rest.
+    dir.ok(&["consume", "s", "--group", "g", "--", "sh", "-c", &script]);
+    let mut all = delivered();
+    assert_eq!(all.len(), 150, "each record exactly once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 150);
+}
