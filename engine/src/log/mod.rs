@@ -553,6 +553,12 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
                         return;
                     }
                 }
+                // Nothing written since the last sync: do not even take the lock (for a shared
+                // writer that would contend with other processes for nothing).
+                let written = guard(&inner.writer).watermark();
+                if guard(&inner.sync).synced.key() >= written.key() {
+                    continue;
+                }
                 // A failure poisons the log; appenders see it on their next call.
                 let _ = inner.enter().and_then(|_ticket| {
                     let target = guard(&inner.writer).watermark();
