@@ -53,10 +53,7 @@ pub struct CheckReport {
 }
 
 fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
-    let file = storage
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let (file, len) = segment::open_sized(storage, path, OpenMode::Read)?;
     let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io("read", path, e))?;

@@ -48,11 +48,8 @@ pub(super) fn compact(
     let storage = &*inner.storage;
     let path = segment::segment_path(&inner.dir, base);
     let index_path = segment::index_path(&inner.dir, base);
-    let file = storage
-        .open(&path, OpenMode::Read)
-        .map_err(|e| Error::io("open", &path, e))?;
+    let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
     let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
-    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let mut old = vec![
         0u8;
         usize::try_from(len)

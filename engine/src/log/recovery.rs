@@ -204,10 +204,7 @@ fn recover_active(
     let path = segment::segment_path(dir, base);
     let index_path = segment::index_path(dir, base);
     report.segment.clone_from(&path);
-    let file = storage
-        .open(&path, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let file_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let (file, file_len) = segment::open_sized(storage, &path, OpenMode::ReadWrite)?;
     let header_len = FILE_HEADER_LEN as u64;
 
     // What the head says was synced in this segment. A head naming an older segment means the
@@ -257,12 +254,8 @@ fn recover_active(
 
     // Index: keep the well-formed prefix, then drop entries from the end until one points at
     // the record it names.
-    let index_file = storage
-        .open(&index_path, OpenMode::CreateOrOpen)
-        .map_err(|e| Error::io("open", &index_path, e))?;
-    let index_len = index_file
-        .len()
-        .map_err(|e| Error::io("stat", &index_path, e))?;
+    let (index_file, index_len) =
+        segment::open_sized(storage, &index_path, OpenMode::CreateOrOpen)?;
     let mut entries = match segment::read_header(&*index_file, &index_path, FileKind::Index, base) {
         Ok(_) => {
             let body = read_all(&*index_file, &index_path, header_len, index_len)?;
@@ -424,10 +417,7 @@ pub(super) fn rebuild_index(
     interval: u32,
 ) -> Result<()> {
     let path = segment::segment_path(dir, base);
-    let file = storage
-        .open(&path, OpenMode::Read)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
     let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
     let bytes = read_all(&*file, &path, 0, len)?;
     let (entries, stop) = index_entries_for(&bytes, base, interval);
@@ -472,12 +462,7 @@ pub(super) fn open_active(storage: &dyn Storage, dir: &Path, base: u64) -> Resul
         .open(&path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open", &path, e))?;
     let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
-    let index_file = storage
-        .open(&index_path, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", &index_path, e))?;
-    let index_len = index_file
-        .len()
-        .map_err(|e| Error::io("stat", &index_path, e))?;
+    let (index_file, index_len) = segment::open_sized(storage, &index_path, OpenMode::ReadWrite)?;
     Ok(Active {
         base,
         base_timestamp_ms: header.base_timestamp_ms,

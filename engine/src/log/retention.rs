@@ -47,13 +47,11 @@ pub(super) fn enforce(inner: &Inner, policy: &Retention) -> Result<RetentionRepo
     let mut facts = Vec::new();
     for base in listing.segments.into_iter().filter(|&b| b <= active) {
         let path = segment::segment_path(&inner.dir, base);
-        let file = storage
-            .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
         let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
         facts.push(SegmentFacts {
             base,
-            len: file.len().map_err(|e| Error::io("stat", &path, e))?,
+            len,
             base_timestamp_ms: header.base_timestamp_ms,
         });
     }

@@ -162,6 +162,19 @@ pub fn read_header(
     Ok(header)
 }
 
+/// Opens a file and reads its length, with both failures named after `path`.
+pub fn open_sized(
+    storage: &dyn Storage,
+    path: &Path,
+    mode: OpenMode,
+) -> Result<(Arc<dyn StorageFile>, u64)> {
+    let file = storage
+        .open(path, mode)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    Ok((file, len))
+}
+
 /// Creates (or resets) a file holding just a header, and fsyncs it. The caller fsyncs the
 /// directory.
 pub fn create_with_header(
