@@ -64,6 +64,7 @@ pub mod fuzzing;
 pub mod log;
 pub mod meta;
 pub mod names;
+pub mod queue;
 pub mod storage;
 pub mod stream;
 
