@@ -260,9 +260,18 @@ mod tests {
         );
         let bin = binary("binaryAttribute", b"Hello binary world!");
         let md5 = |attrs: &[MessageAttribute]| md5_of_message_attributes(attrs).unwrap();
-        assert_eq!(md5(&[text.clone()]), "19e27d4e946b072f3f58da80d94fd778");
-        assert_eq!(md5(&[number.clone()]), "9fe1b90bbd9965bdf77bac517c7d2495");
-        assert_eq!(md5(&[bin.clone()]), "31a92b15d92f8db860eda32aceb656c3");
+        assert_eq!(
+            md5(std::slice::from_ref(&text)),
+            "19e27d4e946b072f3f58da80d94fd778"
+        );
+        assert_eq!(
+            md5(std::slice::from_ref(&number)),
+            "9fe1b90bbd9965bdf77bac517c7d2495"
+        );
+        assert_eq!(
+            md5(std::slice::from_ref(&bin)),
+            "31a92b15d92f8db860eda32aceb656c3"
+        );
         // Order of the input does not matter: the names are sorted.
         assert_eq!(
             md5(&[text.clone(), number.clone(), bin.clone()]),
