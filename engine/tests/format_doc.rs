@@ -1,77 +1,250 @@
-//! Holds the code's on-disk constants to `engine/FORMAT.md`, in both directions: every
-//! constant listed here must be in the document's table with the same value, and every row
-//! of the table must be a constant listed here.
+//! Holds `engine/FORMAT.md` to the code, so neither can drift silently:
+//!
+//! - the document's Constants and Defaults tables must list exactly the constants and defaults
+//!   named here, with the code's values (a row missing, extra, duplicated or wrong fails);
+//! - every byte table (`| Bytes | Encoding | Field |`) must be contiguous from byte 0, give
+//!   each integer field the width of its encoding, and place each field where the code's
+//!   offset constant says;
+//! - encoded structures, and the files a real log writes, have their fields at the documented
+//!   byte positions (written here as literals, as the document states them).
 #![allow(
     clippy::unwrap_used,
+    clippy::indexing_slicing,
     reason = "test code: a panic is the failure report"
 )]
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
-use shoal_engine::codec::{FORMAT_VERSION, crc, file_header, head, index, record};
-use shoal_engine::meta;
+use shoal_engine::clock::ManualClock;
+use shoal_engine::codec::file_header::{self, FileHeader, FileKind, HeaderError};
+use shoal_engine::codec::record::{self, Decoded, FrameFields};
+use shoal_engine::codec::{FORMAT_VERSION, crc, head, index};
+use shoal_engine::log::{Durability, Entry, Log, LogOptions, ReadLimit, segment};
+use shoal_engine::storage::FsStorage;
+use shoal_engine::{CorruptionKind, Error, datadir, meta};
 
 const DOC: &str = include_str!("../FORMAT.md");
 
-fn documented() -> BTreeMap<String, String> {
-    let table = DOC
-        .split("## Constants")
-        .nth(1)
-        .expect("FORMAT.md has a Constants section");
-    table
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
-        .filter(|cells| cells.len() >= 3 && cells[1] != "name" && !cells[1].starts_with('-'))
-        .map(|cells| (cells[1].to_string(), cells[2].to_string()))
-        .collect()
+// ---------------------------------------------------------------------------------------------
+// Reading the document
+
+/// The body of the `## title` section (up to the next `## ` heading).
+fn section(title: &str) -> &'static str {
+    let heading = format!("## {title}\n");
+    let start = DOC
+        .find(&heading)
+        .unwrap_or_else(|| panic!("FORMAT.md has no section {heading:?}"))
+        + heading.len();
+    let rest = &DOC[start..];
+    let end = rest.find("\n## ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
 }
 
-fn code() -> BTreeMap<String, String> {
-    let ascii = |m: [u8; 8]| String::from_utf8(m.to_vec()).unwrap();
-    let n = |v: u64| v.to_string();
+/// Rows of the first table in `body` whose header's first cell is `first_header`: the cells,
+/// trimmed, without the header and separator rows.
+fn table(body: &str, first_header: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in body.lines() {
+        let line = line.trim();
+        if !line.starts_with('|') {
+            if inside {
+                break;
+            }
+            continue;
+        }
+        let cells: Vec<String> = line
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        if !inside {
+            inside = cells.first().is_some_and(|c| c == first_header);
+            continue;
+        }
+        if cells
+            .iter()
+            .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+        {
+            continue;
+        }
+        rows.push(cells);
+    }
+    assert!(
+        !rows.is_empty(),
+        "no table headed {first_header:?} in the section"
+    );
+    rows
+}
+
+/// A `| name | value | ... |` table as a map, refusing duplicate names.
+fn name_value_table(title: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for row in table(section(title), "name") {
+        let name = row[0].trim_matches('`').to_string();
+        let value = row[1].trim_matches('`').to_string();
+        assert!(
+            map.insert(name.clone(), value).is_none(),
+            "{title}: {name} is listed twice"
+        );
+    }
+    map
+}
+
+fn ascii(magic: [u8; 8]) -> String {
+    String::from_utf8(magic.to_vec()).unwrap()
+}
+
+fn hex(v: u64, width: usize) -> String {
+    format!("0x{v:0width$X}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constants and defaults, both ways
+
+fn code_constants() -> BTreeMap<String, String> {
+    use file_header as fh;
     let u = |v: usize| v.to_string();
     [
-        ("FORMAT_VERSION", n(FORMAT_VERSION.into())),
+        ("codec::FORMAT_VERSION", FORMAT_VERSION.to_string()),
+        ("codec::crc::CRC_MASK", hex(crc::CRC_MASK.into(), 8)),
         (
-            "CRC_MASK",
-            format!("{:#010X}", crc::CRC_MASK).replace("0X", "0x"),
+            "codec::file_header::FILE_HEADER_LEN",
+            u(fh::FILE_HEADER_LEN),
         ),
-        ("FILE_HEADER_LEN", u(file_header::FILE_HEADER_LEN)),
-        ("SEGMENT_MAGIC", ascii(file_header::SEGMENT_MAGIC)),
-        ("INDEX_MAGIC", ascii(file_header::INDEX_MAGIC)),
-        ("BASE_OFFSET_OFFSET", u(file_header::BASE_OFFSET_OFFSET)),
+        ("codec::file_header::MAGIC_OFFSET", u(fh::MAGIC_OFFSET)),
+        ("codec::file_header::MAGIC_LEN", u(fh::MAGIC_LEN)),
+        ("codec::file_header::VERSION_OFFSET", u(fh::VERSION_OFFSET)),
         (
-            "BASE_TIMESTAMP_OFFSET",
-            u(file_header::BASE_TIMESTAMP_OFFSET),
+            "codec::file_header::BASE_OFFSET_OFFSET",
+            u(fh::BASE_OFFSET_OFFSET),
         ),
-        ("HEADER_CRC_OFFSET", u(file_header::HEADER_CRC_OFFSET)),
-        ("FRAME_HEADER_LEN", u(record::FRAME_HEADER_LEN)),
-        ("FRAME_CRC_OFFSET", u(record::FRAME_CRC_OFFSET)),
-        ("PAYLOAD_LEN_OFFSET", u(record::PAYLOAD_LEN_OFFSET)),
-        ("OFFSET_OFFSET", u(record::OFFSET_OFFSET)),
-        ("TIMESTAMP_OFFSET", u(record::TIMESTAMP_OFFSET)),
-        ("HEADER_LEN_OFFSET", u(record::HEADER_LEN_OFFSET)),
-        ("KIND_OFFSET", u(record::KIND_OFFSET)),
-        ("FLAGS_OFFSET", u(record::FLAGS_OFFSET)),
-        ("FRAME_HEADER_CRC_OFFSET", u(record::HEADER_CRC_OFFSET)),
-        ("MAX_PAYLOAD_LEN", n(record::MAX_PAYLOAD_LEN.into())),
-        ("FLAG_END_OF_BATCH", n(record::FLAG_END_OF_BATCH.into())),
-        ("INDEX_ENTRY_LEN", u(index::INDEX_ENTRY_LEN)),
-        ("REL_OFFSET_OFFSET", u(index::REL_OFFSET_OFFSET)),
-        ("POSITION_OFFSET", u(index::POSITION_OFFSET)),
-        ("ENTRY_TIMESTAMP_OFFSET", u(index::ENTRY_TIMESTAMP_OFFSET)),
-        ("HEAD_LEN", u(head::HEAD_LEN)),
-        ("HEAD_MAGIC", ascii(head::HEAD_MAGIC)),
-        ("ACTIVE_BASE_OFFSET", u(head::ACTIVE_BASE_OFFSET)),
-        ("COMMITTED_LEN_OFFSET", u(head::COMMITTED_LEN_OFFSET)),
-        ("SYNCED_LEN_OFFSET", u(head::SYNCED_LEN_OFFSET)),
-        ("NEXT_OFFSET_OFFSET", u(head::NEXT_OFFSET_OFFSET)),
-        ("LAST_TIMESTAMP_OFFSET", u(head::LAST_TIMESTAMP_OFFSET)),
-        ("START_OFFSET_OFFSET", u(head::START_OFFSET_OFFSET)),
-        ("HEAD_CRC_OFFSET", u(head::HEAD_CRC_OFFSET)),
-        ("META_HEADER_LEN", u(meta::META_HEADER_LEN)),
-        ("MAX_META_LEN", u(meta::MAX_META_LEN)),
+        (
+            "codec::file_header::BASE_TIMESTAMP_OFFSET",
+            u(fh::BASE_TIMESTAMP_OFFSET),
+        ),
+        (
+            "codec::file_header::HEADER_CRC_OFFSET",
+            u(fh::HEADER_CRC_OFFSET),
+        ),
+        (
+            "codec::file_header::SEGMENT_MAGIC",
+            ascii(fh::SEGMENT_MAGIC),
+        ),
+        ("codec::file_header::INDEX_MAGIC", ascii(fh::INDEX_MAGIC)),
+        (
+            "codec::record::FRAME_HEADER_LEN",
+            u(record::FRAME_HEADER_LEN),
+        ),
+        (
+            "codec::record::FRAME_CRC_OFFSET",
+            u(record::FRAME_CRC_OFFSET),
+        ),
+        (
+            "codec::record::PAYLOAD_LEN_OFFSET",
+            u(record::PAYLOAD_LEN_OFFSET),
+        ),
+        ("codec::record::OFFSET_OFFSET", u(record::OFFSET_OFFSET)),
+        (
+            "codec::record::TIMESTAMP_OFFSET",
+            u(record::TIMESTAMP_OFFSET),
+        ),
+        (
+            "codec::record::HEADER_LEN_OFFSET",
+            u(record::HEADER_LEN_OFFSET),
+        ),
+        ("codec::record::KIND_OFFSET", u(record::KIND_OFFSET)),
+        ("codec::record::FLAGS_OFFSET", u(record::FLAGS_OFFSET)),
+        (
+            "codec::record::HEADER_CRC_OFFSET",
+            u(record::HEADER_CRC_OFFSET),
+        ),
+        (
+            "codec::record::MAX_PAYLOAD_LEN",
+            record::MAX_PAYLOAD_LEN.to_string(),
+        ),
+        ("codec::record::MAX_HEADER_LEN", u(record::MAX_HEADER_LEN)),
+        (
+            "codec::record::FLAG_END_OF_BATCH",
+            hex(record::FLAG_END_OF_BATCH.into(), 2),
+        ),
+        (
+            "codec::record::KNOWN_FLAGS",
+            hex(record::KNOWN_FLAGS.into(), 2),
+        ),
+        ("codec::index::INDEX_ENTRY_LEN", u(index::INDEX_ENTRY_LEN)),
+        (
+            "codec::index::REL_OFFSET_OFFSET",
+            u(index::REL_OFFSET_OFFSET),
+        ),
+        ("codec::index::POSITION_OFFSET", u(index::POSITION_OFFSET)),
+        (
+            "codec::index::ENTRY_TIMESTAMP_OFFSET",
+            u(index::ENTRY_TIMESTAMP_OFFSET),
+        ),
+        ("codec::head::HEAD_LEN", u(head::HEAD_LEN)),
+        ("codec::head::HEAD_MAGIC", ascii(head::HEAD_MAGIC)),
+        (
+            "codec::head::HEAD_VERSION_OFFSET",
+            u(head::HEAD_VERSION_OFFSET),
+        ),
+        (
+            "codec::head::ACTIVE_BASE_OFFSET",
+            u(head::ACTIVE_BASE_OFFSET),
+        ),
+        (
+            "codec::head::COMMITTED_LEN_OFFSET",
+            u(head::COMMITTED_LEN_OFFSET),
+        ),
+        ("codec::head::SYNCED_LEN_OFFSET", u(head::SYNCED_LEN_OFFSET)),
+        (
+            "codec::head::NEXT_OFFSET_OFFSET",
+            u(head::NEXT_OFFSET_OFFSET),
+        ),
+        (
+            "codec::head::LAST_TIMESTAMP_OFFSET",
+            u(head::LAST_TIMESTAMP_OFFSET),
+        ),
+        (
+            "codec::head::START_OFFSET_OFFSET",
+            u(head::START_OFFSET_OFFSET),
+        ),
+        ("codec::head::HEAD_CRC_OFFSET", u(head::HEAD_CRC_OFFSET)),
+        ("meta::META_HEADER_LEN", u(meta::META_HEADER_LEN)),
+        ("meta::MAX_META_LEN", u(meta::MAX_META_LEN)),
+        ("log::segment::NAME_DIGITS", u(segment::NAME_DIGITS)),
+        ("log::segment::SEGMENT_EXT", segment::SEGMENT_EXT.into()),
+        ("log::segment::INDEX_EXT", segment::INDEX_EXT.into()),
+        (
+            "log::segment::COMPACT_SUFFIX",
+            segment::COMPACT_SUFFIX.into(),
+        ),
+        ("log::segment::HEAD_FILE", segment::HEAD_FILE.into()),
+        ("log::segment::LOCK_FILE", segment::LOCK_FILE.into()),
+        ("log::segment::SEALED_FILE", segment::SEALED_FILE.into()),
+        ("datadir::FORMAT_FILE", datadir::FORMAT_FILE.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn code_defaults() -> BTreeMap<String, String> {
+    let o = LogOptions::default();
+    let age_ms = o.segment_age_max.map(|d| d.as_millis().to_string());
+    [
+        ("segment_bytes_max", o.segment_bytes_max.to_string()),
+        (
+            "segment_age_max_ms",
+            age_ms.unwrap_or_else(|| "none".into()),
+        ),
+        ("index_interval_bytes", o.index_interval_bytes.to_string()),
+        ("max_record_bytes", o.max_record_bytes.to_string()),
+        ("durability", format!("{:?}", o.durability)),
+        ("writer_lock", format!("{:?}", o.writer_lock)),
+        ("wait_for_lock", o.wait_for_lock.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -80,7 +253,233 @@ fn code() -> BTreeMap<String, String> {
 
 #[test]
 fn constants_match_the_document_both_ways() {
-    assert_eq!(documented(), code());
+    assert_eq!(name_value_table("Constants"), code_constants());
+}
+
+#[test]
+fn defaults_match_the_document_both_ways() {
+    assert_eq!(name_value_table("Defaults"), code_defaults());
+}
+
+#[test]
+fn the_prose_states_the_mask_and_the_zero_run_checksum() {
+    let mask = hex(crc::CRC_MASK.into(), 8);
+    assert!(DOC.contains(&format!("`CRC_MASK = {mask}`")), "mask {mask}");
+    let zero_fixed_part =
+        crc::masked(&[0u8; record::HEADER_CRC_OFFSET - record::PAYLOAD_LEN_OFFSET]);
+    assert_ne!(zero_fixed_part, 0);
+    let documented = format!("`{}`", hex(zero_fixed_part.into(), 8));
+    assert!(DOC.contains(&documented), "zero-run checksum {documented}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte tables
+
+#[derive(Debug)]
+struct Field {
+    start: usize,
+    end: usize,
+    encoding: String,
+    name: String,
+    text: String,
+}
+
+/// The numeric rows of the section's byte table, in order, up to the first row with a symbolic
+/// or open-ended range. Asserts they are contiguous from 0 and that integer widths match.
+fn byte_table(title: &str) -> Vec<Field> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    for row in table(section(title), "Bytes") {
+        let (range, encoding, text) = (&row[0], &row[1], &row[2]);
+        let bounds: Option<(usize, usize)> = match range.split_once("..") {
+            Some((a, b)) => a.parse().ok().zip(b.parse().ok()),
+            None => range.parse().ok().map(|a: usize| (a, a + 1)),
+        };
+        let Some((start, end)) = bounds else { break };
+        assert_eq!(start, at, "{title}: {range} does not follow byte {at}");
+        assert!(end > start, "{title}: empty range {range}");
+        let width = match encoding.as_str() {
+            "u8" => Some(1),
+            "u16" => Some(2),
+            "u32" => Some(4),
+            "u64" => Some(8),
+            _ => None,
+        };
+        if let Some(width) = width {
+            assert_eq!(end - start, width, "{title}: {range} is not a {encoding}");
+        }
+        let name = text.split(':').next().unwrap().trim().to_string();
+        fields.push(Field {
+            start,
+            end,
+            encoding: encoding.clone(),
+            name,
+            text: text.clone(),
+        });
+        at = end;
+    }
+    fields
+}
+
+fn field<'a>(fields: &'a [Field], name: &str) -> &'a Field {
+    fields
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no field {name:?} in {fields:?}"))
+}
+
+/// Asserts the fixed part ends at `len` and each `(name, offset, width)` is where it says.
+fn assert_layout(title: &str, len: usize, expected: &[(&str, usize, usize)]) -> Vec<Field> {
+    let fields = byte_table(title);
+    assert_eq!(fields.last().unwrap().end, len, "{title}: fixed length");
+    for &(name, offset, width) in expected {
+        let f = field(&fields, name);
+        assert_eq!(
+            (f.start, f.end),
+            (offset, offset + width),
+            "{title}: {name}"
+        );
+    }
+    fields
+}
+
+#[test]
+fn file_header_table_matches_the_code() {
+    use file_header as fh;
+    let fields = assert_layout(
+        "File header",
+        fh::FILE_HEADER_LEN,
+        &[
+            ("magic", fh::MAGIC_OFFSET, fh::MAGIC_LEN),
+            ("format version", fh::VERSION_OFFSET, 2),
+            ("base offset", fh::BASE_OFFSET_OFFSET, 8),
+            ("base timestamp", fh::BASE_TIMESTAMP_OFFSET, 8),
+            (
+                &format!("masked CRC32 of bytes 0..{}", fh::HEADER_CRC_OFFSET),
+                fh::HEADER_CRC_OFFSET,
+                4,
+            ),
+        ],
+    );
+    let magic = field(&fields, "magic");
+    for m in [fh::SEGMENT_MAGIC, fh::INDEX_MAGIC] {
+        assert!(magic.text.contains(&format!("`{}`", ascii(m))), "{m:?}");
+    }
+    // Everything not a field is reserved zero.
+    for f in &fields {
+        assert!(
+            f.encoding != "zero" || f.name == "reserved",
+            "{f:?} is zero but not reserved"
+        );
+    }
+}
+
+#[test]
+fn record_frame_table_matches_the_code() {
+    let fields = assert_layout(
+        "Record frame",
+        record::FRAME_HEADER_LEN,
+        &[
+            ("frame checksum", record::FRAME_CRC_OFFSET, 4),
+            ("payload length p", record::PAYLOAD_LEN_OFFSET, 4),
+            ("offset", record::OFFSET_OFFSET, 8),
+            ("timestamp", record::TIMESTAMP_OFFSET, 8),
+            ("header length h", record::HEADER_LEN_OFFSET, 2),
+            ("kind", record::KIND_OFFSET, 1),
+            ("flags", record::FLAGS_OFFSET, 1),
+            ("header checksum", record::HEADER_CRC_OFFSET, 4),
+        ],
+    );
+    let covers = |name: &str, range: String| {
+        let f = field(&fields, name);
+        assert!(
+            f.text.contains(&range),
+            "{name} should cover {range}: {}",
+            f.text
+        );
+    };
+    covers(
+        "frame checksum",
+        format!(
+            "bytes {}..{}+h+p",
+            record::PAYLOAD_LEN_OFFSET,
+            record::FRAME_HEADER_LEN
+        ),
+    );
+    covers(
+        "header checksum",
+        format!(
+            "bytes {}..{}",
+            record::PAYLOAD_LEN_OFFSET,
+            record::HEADER_CRC_OFFSET
+        ),
+    );
+}
+
+#[test]
+fn index_entry_table_matches_the_code() {
+    assert_layout(
+        "Index",
+        index::INDEX_ENTRY_LEN,
+        &[
+            ("relative offset", index::REL_OFFSET_OFFSET, 4),
+            ("position", index::POSITION_OFFSET, 4),
+            ("timestamp", index::ENTRY_TIMESTAMP_OFFSET, 8),
+        ],
+    );
+}
+
+#[test]
+fn head_table_matches_the_code() {
+    assert_layout(
+        "Head file",
+        head::HEAD_LEN,
+        &[
+            (&format!("magic `{}`", ascii(head::HEAD_MAGIC)), 0, 8),
+            ("format version", head::HEAD_VERSION_OFFSET, 2),
+            ("active base", head::ACTIVE_BASE_OFFSET, 8),
+            ("committed length", head::COMMITTED_LEN_OFFSET, 8),
+            ("synced length", head::SYNCED_LEN_OFFSET, 8),
+            ("next offset", head::NEXT_OFFSET_OFFSET, 8),
+            ("last timestamp", head::LAST_TIMESTAMP_OFFSET, 8),
+            ("start offset", head::START_OFFSET_OFFSET, 8),
+            (
+                &format!("masked CRC32 of bytes 0..{}", head::HEAD_CRC_OFFSET),
+                head::HEAD_CRC_OFFSET,
+                4,
+            ),
+        ],
+    );
+    assert!(
+        section("Head file").starts_with(&format!("\n`head` is {} bytes", head::HEAD_LEN)),
+        "the head section states its length"
+    );
+}
+
+#[test]
+fn metadata_and_throughput_tables_are_contiguous() {
+    assert_layout(
+        "Metadata files",
+        meta::META_HEADER_LEN,
+        &[
+            ("magic", 0, 8),
+            ("format version", 8, 2),
+            ("payload length", 12, 4),
+            ("masked CRC32 of bytes 0..16 followed by the payload", 16, 4),
+        ],
+    );
+    assert_layout("Throughput counters", 32, &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoded structures at the documented positions
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 #[test]
@@ -88,7 +487,7 @@ fn an_encoded_frame_has_its_fields_where_the_document_says() {
     let mut bytes = Vec::new();
     record::encode_into(
         &mut bytes,
-        &record::FrameFields {
+        &FrameFields {
             offset: 0x0102_0304_0506_0708,
             timestamp_ms: 0x1112_1314_1516_1718,
             kind: 0x21,
@@ -99,23 +498,60 @@ fn an_encoded_frame_has_its_fields_where_the_document_says() {
     )
     .unwrap();
     assert_eq!(bytes.len(), 32 + 2 + 7);
-    assert_eq!(&bytes[4..8], &7u32.to_le_bytes());
-    assert_eq!(&bytes[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
-    assert_eq!(&bytes[16..24], &0x1112_1314_1516_1718u64.to_le_bytes());
+    assert_eq!(le32(&bytes, 4), 7);
+    assert_eq!(le64(&bytes, 8), 0x0102_0304_0506_0708);
+    assert_eq!(le64(&bytes, 16), 0x1112_1314_1516_1718);
     assert_eq!(&bytes[24..26], &2u16.to_le_bytes());
-    assert_eq!((bytes[26], bytes[27]), (0x21, 1));
-    let header_sum = crc32fast::hash(&bytes[4..28]) ^ 0xA282_EAD8;
-    assert_eq!(&bytes[28..32], &header_sum.to_le_bytes());
-    let frame_sum = crc32fast::hash(&bytes[4..]) ^ 0xA282_EAD8;
-    assert_eq!(&bytes[0..4], &frame_sum.to_le_bytes());
+    assert_eq!((bytes[26], bytes[27]), (0x21, 0x01));
+    assert_eq!(
+        le32(&bytes, 28),
+        crc32fast::hash(&bytes[4..28]) ^ 0xA282_EAD8
+    );
+    assert_eq!(le32(&bytes, 0), crc32fast::hash(&bytes[4..]) ^ 0xA282_EAD8);
     assert_eq!(&bytes[32..34], b"hk");
     assert_eq!(&bytes[34..], b"payload");
 }
 
 #[test]
-fn an_encoded_file_header_and_head_match_the_document() {
-    let header = file_header::FileHeader {
-        kind: file_header::FileKind::Segment,
+fn zero_fill_unknown_flags_and_long_payloads_do_not_decode() {
+    // A zero-filled tail fails the header checksum of its fixed part.
+    assert_eq!(
+        record::decode(&[0u8; 32]),
+        Decoded::Corrupt(CorruptionKind::FrameHeaderChecksum)
+    );
+    for len in 0..300 {
+        assert!(!matches!(
+            record::decode(&vec![0u8; len]),
+            Decoded::Frame(_)
+        ));
+    }
+    // A fixed part whose header checksum holds but whose flags or length do not.
+    let fixed = |payload_len: u32, flags: u8| {
+        let mut b = [0u8; 32];
+        b[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        b[27] = flags;
+        let sum = crc::masked(&b[4..28]);
+        b[28..32].copy_from_slice(&sum.to_le_bytes());
+        b
+    };
+    assert_eq!(
+        record::decode(&fixed(0, 0x02)),
+        Decoded::Corrupt(CorruptionKind::BadFlags(0x02))
+    );
+    assert!(matches!(
+        record::decode(&fixed(64 << 20, 0)),
+        Decoded::Incomplete { needed } if needed == 32 + (64 << 20)
+    ));
+    assert!(matches!(
+        record::decode(&fixed((64 << 20) + 1, 0)),
+        Decoded::Corrupt(CorruptionKind::BadLength { .. })
+    ));
+}
+
+#[test]
+fn file_header_head_and_index_entry_encode_as_documented() {
+    let header = FileHeader {
+        kind: FileKind::Segment,
         base_offset: 4711,
         base_timestamp_ms: 99,
     }
@@ -123,13 +559,21 @@ fn an_encoded_file_header_and_head_match_the_document() {
     assert_eq!(&header[0..8], b"SHOALSEG");
     assert_eq!(&header[8..10], &1u16.to_le_bytes());
     assert!(header[10..16].iter().all(|b| *b == 0));
-    assert_eq!(&header[16..24], &4711u64.to_le_bytes());
-    assert_eq!(&header[24..32], &99u64.to_le_bytes());
+    assert_eq!(le64(&header, 16), 4711);
+    assert_eq!(le64(&header, 24), 99);
     assert!(header[32..60].iter().all(|b| *b == 0));
     assert_eq!(
-        &header[60..64],
-        &(crc32fast::hash(&header[..60]) ^ 0xA282_EAD8).to_le_bytes()
+        le32(&header, 60),
+        crc32fast::hash(&header[..60]) ^ 0xA282_EAD8
     );
+    let index_header = FileHeader {
+        kind: FileKind::Index,
+        base_offset: 4711,
+        base_timestamp_ms: 99,
+    }
+    .encode();
+    assert_eq!(&index_header[0..8], b"SHOALIDX");
+
     let h = head::Head {
         active_base: 1,
         committed_len: 2,
@@ -139,22 +583,308 @@ fn an_encoded_file_header_and_head_match_the_document() {
         start_offset: 0,
     }
     .encode();
+    assert_eq!(h.len(), 68);
     assert_eq!(&h[0..8], b"SHOALHED");
+    assert_eq!(&h[8..10], &1u16.to_le_bytes());
+    assert!(h[10..16].iter().all(|b| *b == 0));
     for (at, value) in [(16, 1u64), (24, 2), (32, 2), (40, 3), (48, 4), (56, 0)] {
-        assert_eq!(&h[at..at + 8], &value.to_le_bytes(), "field at {at}");
+        assert_eq!(le64(&h, at), value, "head field at {at}");
     }
-    assert_eq!(
-        &h[64..68],
-        &(crc32fast::hash(&h[..64]) ^ 0xA282_EAD8).to_le_bytes()
-    );
+    assert_eq!(le32(&h, 64), crc32fast::hash(&h[..64]) ^ 0xA282_EAD8);
+
     let entry = index::IndexEntry {
         rel_offset: 5,
         position: 6,
         timestamp_ms: 7,
     }
     .encode();
+    assert_eq!(entry, [5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn inconsistent_heads_do_not_decode() {
+    let good = head::Head {
+        active_base: 10,
+        committed_len: 500,
+        synced_len: 400,
+        next_offset: 20,
+        last_timestamp_ms: 1,
+        start_offset: 5,
+    };
+    assert_eq!(head::Head::decode(&good.encode()), Ok(good));
+    for bad in [
+        head::Head {
+            synced_len: 501,
+            ..good
+        },
+        head::Head {
+            next_offset: 9,
+            start_offset: 0,
+            ..good
+        },
+        head::Head {
+            start_offset: 21,
+            ..good
+        },
+    ] {
+        assert!(head::Head::decode(&bad.encode()).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_newer_version_is_refused_as_newer_before_the_checksum_is_looked_at() {
+    let newer = FORMAT_VERSION + 1;
+    // Only the version changes: the checksum no longer matches, yet the answer is "newer".
+    let mut header = FileHeader {
+        kind: FileKind::Segment,
+        base_offset: 0,
+        base_timestamp_ms: 0,
+    }
+    .encode();
+    header[8..10].copy_from_slice(&newer.to_le_bytes());
     assert_eq!(
-        &entry[..],
-        &[5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]
+        FileHeader::decode(FileKind::Segment, &header),
+        Err(HeaderError::Version(newer))
     );
+    let mut h = head::Head::default().encode();
+    h[8..10].copy_from_slice(&newer.to_le_bytes());
+    assert_eq!(head::Head::decode(&h), Err(HeaderError::Version(newer)));
+    let mut m = meta::encode(*b"SHOALTST", &7u32).unwrap();
+    m[8..10].copy_from_slice(&newer.to_le_bytes());
+    let err = meta::decode::<u32>(*b"SHOALTST", &m, Path::new("x")).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { found, .. } if found == newer),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade shoal"), "{err}");
+}
+
+#[test]
+fn a_metadata_frame_has_its_fields_where_the_document_says() {
+    let m = meta::encode(*b"SHOALTST", &("queue", 42u64)).unwrap();
+    assert_eq!(&m[0..8], b"SHOALTST");
+    assert_eq!(&m[8..10], &1u16.to_le_bytes());
+    assert_eq!(&m[10..12], &[0, 0]);
+    let len = le32(&m, 12) as usize;
+    assert_eq!(m.len(), 20 + len);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&m[..16]);
+    hasher.update(&m[20..]);
+    assert_eq!(le32(&m, 16), hasher.finalize() ^ 0xA282_EAD8);
+    let back: (String, u64) = meta::decode(*b"SHOALTST", &m, Path::new("x")).unwrap();
+    assert_eq!(back, ("queue".to_string(), 42));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by a real log
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `(position, offset, timestamp, flags)` of every frame after the header.
+fn frames(segment: &[u8]) -> Vec<(usize, u64, u64, u8)> {
+    let mut out = Vec::new();
+    let mut at = 64;
+    while at < segment.len() {
+        let frame_len = 32
+            + usize::from(u16::from_le_bytes([segment[at + 24], segment[at + 25]]))
+            + le32(segment, at + 4) as usize;
+        out.push((
+            at,
+            le64(segment, at + 8),
+            le64(segment, at + 16),
+            segment[at + 27],
+        ));
+        at += frame_len;
+    }
+    assert_eq!(
+        at,
+        segment.len(),
+        "frames end exactly at the end of the file"
+    );
+    out
+}
+
+fn open(dir: &Path, clock: &Arc<ManualClock>, options: &LogOptions) -> shoal_engine::Result<Log> {
+    Log::open(
+        Arc::new(FsStorage::new()),
+        clock.clone(),
+        dir,
+        options.clone(),
+    )
+}
+
+#[test]
+fn a_log_writes_the_documented_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        index_interval_bytes: 1,
+        ..LogOptions::default()
+    };
+    let log = open(dir, &clock, &options).unwrap();
+    log.append(&[Entry::new(b"a"), Entry::new(b"bb"), Entry::new(b"ccc")])
+        .unwrap();
+    clock.advance(1_000);
+    log.append(&[Entry::new(b"dd"), Entry::new(b"e")]).unwrap();
+    assert_eq!(
+        names(dir),
+        [
+            "00000000000000000000.index",
+            "00000000000000000000.log",
+            "LOCK",
+            "head"
+        ]
+    );
+
+    // The segment: header, then frames back to back; one timestamp per batch, the
+    // end-of-batch flag on each batch's last record only.
+    let seg = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
+    assert_eq!(&seg[0..8], b"SHOALSEG");
+    assert_eq!(le64(&seg, 16), 0);
+    assert_eq!(le64(&seg, 24), 1_000);
+    let got = frames(&seg);
+    let summary: Vec<(u64, u64, u8)> = got.iter().map(|&(_, o, t, f)| (o, t, f)).collect();
+    assert_eq!(
+        summary,
+        [
+            (0, 1_000, 0),
+            (1, 1_000, 0),
+            (2, 1_000, 1),
+            (3, 2_000, 0),
+            (4, 2_000, 1)
+        ]
+    );
+
+    // The index: entries only at batch starts. With a 1-byte interval, every batch but the
+    // one at byte 64 (the header's end counts as the previous entry) gets one.
+    let idx = std::fs::read(dir.join("00000000000000000000.index")).unwrap();
+    assert_eq!(&idx[0..8], b"SHOALIDX");
+    assert_eq!(
+        &idx[16..32],
+        &seg[16..32],
+        "the index repeats base offset and time"
+    );
+    assert_eq!(idx.len(), 64 + 16);
+    let second_batch = got[3].0;
+    assert_eq!(le32(&idx, 64), 3);
+    assert_eq!(le32(&idx, 68) as usize, second_batch);
+    assert_eq!(le64(&idx, 72), 2_000);
+
+    // The head (always durability): committed = synced = the segment's length.
+    let h = std::fs::read(dir.join("head")).unwrap();
+    assert_eq!(h.len(), 68);
+    assert_eq!(&h[0..8], b"SHOALHED");
+    let len = seg.len() as u64;
+    assert_eq!(
+        [16, 24, 32, 40, 48, 56].map(|at| le64(&h, at)),
+        [0, len, len, 5, 2_000, 0]
+    );
+
+    // A roll: the new segment is named by the next offset and starts at the roll's time; the
+    // head names it with nothing committed past its header.
+    clock.advance(1_000);
+    log.roll().unwrap();
+    assert!(names(dir).contains(&"00000000000000000005.log".to_string()));
+    assert!(names(dir).contains(&"00000000000000000005.index".to_string()));
+    let next = std::fs::read(dir.join("00000000000000000005.log")).unwrap();
+    assert_eq!(next.len(), 64);
+    assert_eq!((le64(&next, 16), le64(&next, 24)), (5, 3_000));
+    let h = std::fs::read(dir.join("head")).unwrap();
+    assert_eq!(
+        [16, 24, 32, 40, 48].map(|at| le64(&h, at)),
+        [5, 64, 64, 5, 3_000]
+    );
+    assert_eq!(
+        std::fs::read(dir.join("00000000000000000000.log")).unwrap(),
+        seg,
+        "a sealed segment is not written again"
+    );
+}
+
+#[test]
+fn recovery_keeps_complete_batches_and_refuses_damage_in_the_synced_region() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions::default();
+    let log = open(dir, &clock, &options).unwrap();
+    log.append(&[Entry::new(b"one"), Entry::new(b"two")])
+        .unwrap();
+    drop(log);
+    let path = dir.join("00000000000000000000.log");
+    let synced = std::fs::read(&path).unwrap();
+
+    // Past the synced length: an intact record of an unfinished batch, then half a frame.
+    let mut tail = Vec::new();
+    for (offset, flags) in [(2, 0), (3, record::FLAG_END_OF_BATCH)] {
+        record::encode_into(
+            &mut tail,
+            &FrameFields {
+                offset,
+                timestamp_ms: 1_000,
+                kind: 0,
+                flags,
+                header: b"",
+                payload: b"torn",
+            },
+        )
+        .unwrap();
+    }
+    let torn = tail.len() - 10;
+    let mut image = synced.clone();
+    image.extend_from_slice(&tail[..torn]);
+    std::fs::write(&path, &image).unwrap();
+    let log = open(dir, &clock, &options).unwrap();
+    assert_eq!(log.recovery_report().truncated_bytes, torn as u64);
+    assert_eq!(log.next_offset(), 2);
+    let batch = log.read(0, ReadLimit::records(10)).unwrap();
+    assert_eq!(batch.len(), 2);
+    drop(log);
+    assert_eq!(std::fs::read(&path).unwrap(), synced);
+
+    // Inside the synced length: not a torn tail. The open fails and nothing is cut.
+    let second = 64 + 32 + 3;
+    let mut image = synced.clone();
+    image[second + 32] ^= 0x40;
+    std::fs::write(&path, &image).unwrap();
+    let err = open(dir, &clock, &options).unwrap_err();
+    match &err {
+        Error::Corruption { offset, kind, .. } => {
+            assert_eq!(*offset, second as u64, "{err}");
+            assert_eq!(
+                *kind,
+                CorruptionKind::InSyncedRegion {
+                    synced_len: synced.len() as u64
+                }
+            );
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), image);
+}
+
+#[test]
+fn never_durability_commits_before_it_syncs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        durability: Durability::Never,
+        ..LogOptions::default()
+    };
+    let log = open(dir, &clock, &options).unwrap();
+    log.append(&[Entry::new(b"x")]).unwrap();
+    let h = std::fs::read(dir.join("head")).unwrap();
+    assert_eq!((le64(&h, 24), le64(&h, 32)), (64 + 33, 64));
+    log.sync().unwrap();
+    let h = std::fs::read(dir.join("head")).unwrap();
+    assert_eq!((le64(&h, 24), le64(&h, 32)), (64 + 33, 64 + 33));
 }
