@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes valid seed inputs (correct checksums) into fuzz/corpus/, so the byte-level decoder
 targets start from real frames, headers and tables instead of stopping at the first checksum.
-Layouts: engine/FORMAT.md."""
+Layouts: engine/FORMAT.md. The structure-aware targets (recovery, log_model) need no seeds: any
+bytes decode to a valid input."""
 import os, struct, zlib
 
 MASK = 0xA282EAD8
@@ -37,9 +38,9 @@ write("record_frame", "seed-empty", frame(0, 0, 0, 1, b"", b""))
 write("record_frame", "seed-small", frame(7, 1700000000000, 1, 1, b"key", b"hello"))
 write("record_frame", "seed-mid-batch", frame(2**40, 5, 3, 0, b"k" * 20, bytes(range(256))))
 write("record_frame", "seed-two", frame(1, 1, 1, 0, b"a", b"b") + frame(2, 1, 1, 1, b"a", b"c"))
-write("headers", "seed-segment", file_header(b"SHOALSEG", 4711, 1700000000000))
-write("headers", "seed-index", file_header(b"SHOALIDX", 0, 0))
-write("headers", "seed-head", head(100, 5000, 4000, 150, 1700000000000, 10))
+write("file_header", "seed-segment", file_header(b"SHOALSEG", 4711, 1700000000000))
+write("file_header", "seed-index", file_header(b"SHOALIDX", 0, 0))
+write("head", "seed-head", head(100, 5000, 4000, 150, 1700000000000, 10))
 entries = b"".join(struct.pack("<IIQ", i * 10, 64 + i * 4096, 1000 + i) for i in range(8))
 write("index_entries", "seed-table", struct.pack("<IQ", 64, 2**20) + entries)
 write("index_entries", "seed-disorder", struct.pack("<IQ", 64, 2**40) + entries[:32] + entries[:16])

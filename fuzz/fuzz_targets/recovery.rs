@@ -1,3 +1,6 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| shoal_engine::fuzzing::recovery_bytes(data));
+use shoal_engine::fuzzing::{RecoveryInput, recovery};
+
+// Typed input: `cargo fuzz fmt recovery FILE` prints a crash as a readable RecoveryInput.
+libfuzzer_sys::fuzz_target!(|input: RecoveryInput| recovery(input));
