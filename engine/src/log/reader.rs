@@ -155,6 +155,9 @@ struct State {
     segments: BTreeMap<u64, View>,
     listed_for: (u64, u64),
     hint: Option<Hint>,
+    /// The cached head may be out of date in a way reads cannot tell (this process compacted
+    /// or removed a segment): re-read it before the next read.
+    head_stale: bool,
 }
 
 /// Reads a log's committed records; needs no lock. Cheap to share between threads.
@@ -186,6 +189,7 @@ impl LogReader {
             segments: BTreeMap::new(),
             listed_for: (u64::MAX, u64::MAX),
             hint: None,
+            head_stale: false,
         };
         relist(&*storage, &dir, &mut state)?;
         Ok(LogReader {
@@ -247,17 +251,34 @@ impl LogReader {
     /// [`Error::Corruption`] naming the file and byte position.
     pub fn read(&self, from: u64, limit: ReadLimit) -> Result<ReadBatch> {
         let mut state = guard(&self.state);
-        if from >= state.head.next_offset {
+        let mut refreshed = false;
+        if from >= state.head.next_offset || state.head_stale {
             self.refresh(&mut state)?;
+            refreshed = true;
         }
         let mut relisted = false;
         loop {
-            match self.read_locked(&mut state, from, limit) {
+            let result = self.read_locked(&mut state, from, limit);
+            // Below the cached next offset, an empty answer or a damaged-looking segment may
+            // only mean the cached head is old: the segment it names as active may have been
+            // sealed and compacted since (read up to the old committed length, the shorter
+            // file looks truncated), or the records after a compaction gap may all be newer
+            // than it. Look again with a fresh head before answering.
+            let doubtful = match &result {
+                Ok(batch) => batch.is_empty(),
+                Err(e) => e.is_corruption(),
+            };
+            match result {
                 // A segment vanished under us (retention in another process): look again.
                 Err(e) if not_found(&e) && !relisted => {
                     relisted = true;
+                    refreshed = true;
                     self.refresh(&mut state)?;
                     relist(&*self.storage, &self.dir, &mut state)?;
+                }
+                _ if doubtful && !refreshed => {
+                    refreshed = true;
+                    self.refresh(&mut state)?;
                 }
                 other => return other,
             }
@@ -310,12 +331,16 @@ impl LogReader {
         let mut state = guard(&self.state);
         state.segments.insert(base, View::default());
         state.hint = None;
+        // The segment changed because it is sealed now, which a head cached before the roll
+        // would not say.
+        state.head_stale = true;
     }
 
     /// Re-reads the head, and the directory if the active segment or the start moved.
     fn refresh(&self, state: &mut State) -> Result<()> {
         let head_path = self.dir.join(segment::HEAD_FILE);
         state.head = read_head(&*state.head_file, &head_path)?;
+        state.head_stale = false;
         if state.listed_for != (state.head.active_base, state.head.start_offset) {
             relist(&*self.storage, &self.dir, state)?;
         }
