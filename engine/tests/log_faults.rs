@@ -552,3 +552,65 @@ fn a_poller_in_a_compaction_gap_sees_new_records() {
         assert_eq!(offsets, vec![3, 4]);
     }
 }
+
+/// Regression (`fuzz/regressions/log_model/unsynced-segment-after-failed-roll`): a roll that
+/// failed after creating the next segment left its directory entry unsynced; the next open
+/// adopted that segment without fsyncing the directory, so a record acknowledged into it was
+/// lost in a power loss.
+#[test]
+fn a_segment_left_by_a_failed_roll_is_made_durable_before_appends_into_it() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = LogOptions {
+        segment_bytes_max: 1024,
+        ..LogOptions::default()
+    };
+    let log = open_sim(&storage, &clock, &options);
+    let body = [7u8; 300];
+    log.append(&[Entry::new(&body), Entry::new(&body), Entry::new(&body)])
+        .unwrap();
+    // The roll's fourth fsync (the new index) fails: segment 3 exists, the directory is not
+    // fsynced.
+    storage.fail_sync_after(3);
+    assert!(log.append(&[Entry::new(&body)]).is_err());
+    drop(log);
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.segments().unwrap(), vec![0, 3]);
+    let acked = log.append(&[Entry::new(b"acknowledged")]).unwrap();
+    assert_eq!(acked.first_offset, 3);
+    drop(log);
+    let log = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
+    assert_eq!(log.next_offset(), 4, "the acknowledged record survives");
+    let batch = log.read(3, ReadLimit::records(1)).unwrap();
+    assert_eq!(batch.iter().next().unwrap().payload, b"acknowledged");
+}
+
+/// The head is only a hint and is never fsynced: after a power loss it may name a segment whose
+/// directory entry did not survive. The log opens from the segments that exist.
+#[test]
+fn a_head_naming_a_segment_that_does_not_exist_is_only_a_hint() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 40, 4);
+    let segments = log.segments().unwrap();
+    let last = *segments.last().unwrap();
+    assert!(segments.len() >= 2);
+    drop(log);
+    // Make the last segment vanish, as if its creation never reached the disk: the head still
+    // names it. Every record before it was fsynced when its segment was sealed.
+    storage
+        .remove_file(&segment_file(&sim_dir(), last))
+        .unwrap();
+    storage
+        .remove_file(&sim_dir().join(format!("{last:020}.index")))
+        .unwrap();
+    let log = open_sim(&storage, &clock, &options);
+    assert_holds(&log, 0, last);
+    append_records(&log, 5, 5);
+    assert_holds(&log, 0, last + 5);
+    drop(log);
+    let log = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
+    assert_holds(&log, 0, last + 5);
+}

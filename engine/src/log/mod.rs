@@ -299,6 +299,13 @@ impl Log {
                 _ => Error::io("lock", &lock_path, e),
             })?;
         let opened = recovery::open_for_write(&*storage, &*clock, &dir, &options)?;
+        // Every file recovery adopted must keep its name before anything is appended to it or
+        // the head names it: the active segment may have been created by a roll that failed
+        // before its directory fsync, and recovery may have rewritten a header or an index.
+        // One fdatasync of the directory, every open.
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync", &dir, e))?;
         let watermark = opened.writer.watermark();
         let head = Head {
             active_base: watermark.base,
@@ -314,9 +321,8 @@ impl Log {
         head_file
             .write_all_at(&head.encode(), 0)
             .map_err(|e| Error::io("write", &head_path, e))?;
-        if opened.created || new_entries {
-            // Everything recovery wrote is synced; the head is a hint, but its directory entry
-            // should not vanish.
+        if new_entries {
+            // The head is a hint, but its directory entry (and the lock's) should not vanish.
             storage
                 .sync_dir(&dir)
                 .map_err(|e| Error::io("fsync", &dir, e))?;

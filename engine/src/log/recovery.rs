@@ -52,7 +52,6 @@ pub struct RecoveryReport {
 pub(super) struct Opened {
     pub writer: Writer,
     pub start_offset: u64,
-    pub created: bool,
     pub report: RecoveryReport,
 }
 
@@ -99,7 +98,6 @@ pub(super) fn open_for_write(
     Ok(Opened {
         writer,
         start_offset,
-        created,
         report,
     })
 }
@@ -209,19 +207,14 @@ fn recover_active(
 
     // What the head says was synced in this segment. A head naming an older segment means the
     // crash came right after a roll, before the head moved: nothing here is known synced yet.
+    // A head naming a newer segment than exists outlived it: the head is never fsynced, so
+    // after a power loss it can name a segment whose directory entry did not survive (nothing
+    // acknowledged was in it: a segment's name is made durable before anything is appended to
+    // it). This segment was sealed, hence fsynced, before that one was created; it becomes
+    // the active one again.
     let synced_len = match head {
         Some(h) if h.active_base == base => h.synced_len,
-        Some(h) if h.active_base > base => {
-            return Err(Error::corruption(
-                dir.join(segment::HEAD_FILE),
-                0,
-                CorruptionKind::Inconsistent(format!(
-                    "head names active segment {} but the last segment is {base}",
-                    h.active_base
-                )),
-            ));
-        }
-        // No head, or one naming an older segment: nothing here is known to be synced.
+        // No head, or one naming another segment: nothing here is known to be synced.
         _ => 0,
     };
     if file_len < synced_len {
