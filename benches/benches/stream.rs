@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shoal_engine::DataDir;
-use shoal_engine::stream::{CreateStream, PutRecord, StartPosition, StreamDurability};
+use shoal_engine::stream::{CreateStream, DurabilityMode, PutRecord, StartPosition};
 
 fn bench_dir() -> tempfile::TempDir {
     match std::env::var_os("SHOAL_BENCH_DIR") {
@@ -34,8 +34,8 @@ fn put(c: &mut Criterion) {
         })
         .collect();
     for (mode, durability) in [
-        ("never", StreamDurability::Never),
-        ("always", StreamDurability::Always),
+        ("never", DurabilityMode::Never),
+        ("always", DurabilityMode::Always),
     ] {
         for shards in [1u32, 4] {
             let tmp = bench_dir();
@@ -60,7 +60,7 @@ fn get(c: &mut Criterion) {
     let tmp = bench_dir();
     let dir = DataDir::open(tmp.path()).expect("open the data directory");
     let mut create = CreateStream::new("bench", 1);
-    create.durability = StreamDurability::Never;
+    create.durability = DurabilityMode::Never;
     dir.create_stream(&create).expect("create the stream");
     let stream = dir.stream("bench").expect("open the stream");
     let data = vec![b'x'; 100];

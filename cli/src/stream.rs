@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_engine::DataDir;
 use shoal_engine::stream::{
-    CreateStream, PutRecord, SequenceNumber, ShardIterator, StartPosition, Stream,
-    StreamDescription, StreamDurability, StreamRecord, parse_hash_key, parse_shard_id, shard_id,
+    CreateStream, DurabilityMode, PutRecord, SequenceNumber, ShardIterator, StartPosition, Stream,
+    StreamDescription, StreamRecord, parse_hash_key, parse_shard_id, shard_id,
 };
 
 use crate::Output;
@@ -64,13 +64,13 @@ pub struct CreateArgs {
     enforce_limits: bool,
     /// always (fsync before acknowledging), never, or interval:D (fsync every D).
     #[arg(long, default_value = "always", value_parser = parse_durability)]
-    durability: StreamDurability,
+    durability: DurabilityMode,
 }
 
-fn parse_durability(text: &str) -> Result<StreamDurability, String> {
+fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
     match text {
-        "always" => Ok(StreamDurability::Always),
-        "never" => Ok(StreamDurability::Never),
+        "always" => Ok(DurabilityMode::Always),
+        "never" => Ok(DurabilityMode::Never),
         _ => {
             let Some(every) = text.strip_prefix("interval:") else {
                 return Err(format!(
@@ -82,7 +82,7 @@ fn parse_durability(text: &str) -> Result<StreamDurability, String> {
             if ms == 0 {
                 return Err("the interval must be at least 1ms".into());
             }
-            Ok(StreamDurability::IntervalMs(ms))
+            Ok(DurabilityMode::IntervalMs(ms))
         }
     }
 }

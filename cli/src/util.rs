@@ -55,12 +55,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         Some(Error::NotFound { .. }) => exit::NOT_FOUND,
         Some(Error::Throttled(_)) => exit::THROTTLED,
         Some(
-            Error::InvalidArgument(_) | Error::RecordTooLarge { .. } | Error::OffsetTrimmed { .. },
+            Error::InvalidArgument(_)
+            | Error::RecordTooLarge { .. }
+            | Error::OffsetTrimmed { .. }
+            | Error::InvalidReceiptHandle(_),
         ) => exit::INVALID,
         Some(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => exit::CORRUPTION,
         Some(
             Error::AlreadyExists { .. }
             | Error::Conflict(_)
+            | Error::MessageNotInflight(_)
             | Error::Locked { .. }
             | Error::Sealed { .. },
         ) => exit::CONFLICT,

@@ -123,6 +123,17 @@ pub enum Error {
     /// An argument is outside what the operation accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// A queue receipt handle that no receive of this queue made (SQS's
+    /// `ReceiptHandleIsInvalid`).
+    #[error("ReceiptHandleIsInvalid: {0:?} is not a receipt handle of this queue")]
+    InvalidReceiptHandle(String),
+
+    /// The receipt handle is well formed but no longer names a message in flight: it was
+    /// deleted, received again since, or its visibility timeout expired (SQS's
+    /// `MessageNotInflight` / expired receipt handle).
+    #[error("MessageNotInflight: {0}")]
+    MessageNotInflight(String),
 }
 
 impl Error {

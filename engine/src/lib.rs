@@ -57,6 +57,7 @@
 pub mod clock;
 pub mod codec;
 pub mod datadir;
+pub mod durability;
 pub mod error;
 /// Fuzz target bodies (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]

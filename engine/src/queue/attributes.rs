@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::datadir::{DataDir, DirInner};
+use crate::durability::DurabilityMode;
 use crate::error::{Error, Result};
 use crate::meta;
 use crate::names::validate_queue_name;
@@ -65,6 +66,9 @@ pub struct QueueAttributes {
     pub receive_wait: Duration,
     /// Dead-letter redrive.
     pub redrive: Option<RedrivePolicy>,
+    /// When a send, receive or delete counts as done (shoal's own setting; default `Always`:
+    /// fsynced before the call returns, concurrent calls sharing one fsync).
+    pub durability: DurabilityMode,
 }
 
 impl QueueAttributes {
@@ -79,6 +83,7 @@ impl QueueAttributes {
             max_message_bytes: MAX_MESSAGE_BYTES,
             receive_wait: Duration::ZERO,
             redrive: None,
+            durability: DurabilityMode::Always,
         }
     }
 
@@ -152,11 +157,11 @@ fn humanize(d: Duration) -> String {
 
 /// A queue's stored description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct QueueMeta {
-    name: String,
-    attributes: QueueAttributes,
-    created_ms: u64,
-    modified_ms: u64,
+pub(super) struct QueueMeta {
+    pub(super) name: String,
+    pub(super) attributes: QueueAttributes,
+    pub(super) created_ms: u64,
+    pub(super) modified_ms: u64,
 }
 
 /// A queue as `attributes` shows it (message counts come with the queue storage).
@@ -172,7 +177,7 @@ pub struct QueueInfo {
     pub modified_ms: u64,
 }
 
-fn queues_dir(dir: &DirInner) -> PathBuf {
+pub(super) fn queues_dir(dir: &DirInner) -> PathBuf {
     dir.root.join("queues")
 }
 
@@ -186,12 +191,12 @@ fn lock_queues(dir: &DirInner) -> Result<Box<dyn LockGuard>> {
     dir.lock(&queues.join("LOCK"))
 }
 
-fn load(dir: &DirInner, name: &str) -> Result<Option<QueueMeta>> {
+pub(super) fn load(dir: &DirInner, name: &str) -> Result<Option<QueueMeta>> {
     validate_queue_name(name)?;
     meta::read(&*dir.storage, &meta_path(dir, name), QUEUE_MAGIC)
 }
 
-fn info(meta: QueueMeta) -> QueueInfo {
+pub(super) fn info(meta: QueueMeta) -> QueueInfo {
     QueueInfo {
         name: meta.name,
         attributes: meta.attributes,

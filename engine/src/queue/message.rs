@@ -3,6 +3,7 @@
 //! SQS computes them so SDKs that verify them accept shoal's.
 
 use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -12,7 +13,7 @@ pub const MAX_ATTRIBUTES: usize = 10;
 pub const MAX_ATTRIBUTE_NAME_LEN: usize = 256;
 
 /// An attribute's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttributeValue {
     /// `StringValue`: for String and Number types (and their custom subtypes).
     String(String),
@@ -22,7 +23,7 @@ pub enum AttributeValue {
 
 /// A message attribute: a name, a data type (`String`, `Number`, `Binary`, optionally with a
 /// custom suffix such as `Number.float`) and a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageAttribute {
     /// Name: 1-256 of `[A-Za-z0-9_.-]`.
     pub name: String,

@@ -1,7 +1,19 @@
-//! SQS-style queues. This first part holds the queue catalog ([`attributes`]: SQS's ranges and
-//! defaults, idempotent create) and the message model every queue operation shares
-//! ([`message`]: body and attribute rules, the MD5 digests SQS returns). Queue storage (the
-//! message log, the visibility journal) builds on them.
+//! SQS-style queues, standard and FIFO, on two segment logs per queue.
+//!
+//! - [`attributes`]: the queue catalog with SQS's ranges and defaults (idempotent create).
+//! - [`message`]: what a body and its attributes may hold, and the MD5 digests SQS returns.
+//! - [`handle`]: an open [`Queue`]: send, receive (long polling), delete, change visibility,
+//!   purge, dead-letter moves and redrive.
+//! - [`state`]: the in-memory state (in flight, delayed, held back) rebuilt from a snapshot and
+//!   the journal's tail, so opening a queue costs time proportional to that, not to its backlog.
+//! - [`stored`]: how messages, journal events and receipt handles are encoded.
 
 pub mod attributes;
+pub mod handle;
 pub mod message;
+pub mod state;
+pub mod stored;
+
+pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
+pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, SendMessage, Sent};
+pub use message::{AttributeValue, MessageAttribute};

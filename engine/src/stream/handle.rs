@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::{
-    GetRecordsOutput, KIND_RECORD, MAX_PUT_RECORDS, MAX_SHARDS, PutOutcome, PutRecord, PutResult,
-    SequenceNumber, ShardIterator, ShardMeta, StartPosition, StreamDescription, StreamDurability,
-    StreamMeta, StreamRecord, create_shard_log, describe, hash_partition_key, limits, load_meta,
-    lock_streams, open_log, shard_dir, shard_id, uniform_ranges, write_meta,
+    DurabilityMode, GetRecordsOutput, KIND_RECORD, MAX_PUT_RECORDS, MAX_SHARDS, PutOutcome,
+    PutRecord, PutResult, SequenceNumber, ShardIterator, ShardMeta, StartPosition,
+    StreamDescription, StreamMeta, StreamRecord, create_shard_log, describe, hash_partition_key,
+    limits, load_meta, lock_streams, open_log, shard_dir, shard_id, uniform_ranges, write_meta,
 };
 use crate::datadir::DirInner;
 use crate::error::{Error, Result};
@@ -175,7 +175,7 @@ impl Stream {
                     .collect();
                 log.append(&entries).map(|appended| appended.first_offset)
             };
-            let parallel = groups.len() > 1 && meta.durability == StreamDurability::Always;
+            let parallel = groups.len() > 1 && meta.durability == DurabilityMode::Always;
             let outcomes: Vec<(u32, Vec<usize>, Result<u64>)> = if !parallel {
                 groups
                     .into_iter()

@@ -35,8 +35,9 @@ pub use keys::{
 };
 
 use crate::datadir::{DataDir, DirInner};
+pub use crate::durability::DurabilityMode;
 use crate::error::{Error, Result};
-use crate::log::{Durability, Log, LogOptions, LogReader, WriterLock};
+use crate::log::{Log, LogOptions, LogReader, WriterLock};
 use crate::meta;
 use crate::names::validate_stream_name;
 
@@ -58,28 +59,6 @@ pub const MAX_PUT_RECORDS: usize = 500;
 /// Most shards a stream may have open.
 pub const MAX_SHARDS: u32 = 10_000;
 
-/// How a shard log's writes are made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum StreamDurability {
-    /// fsync before a put is acknowledged (group commit). The default.
-    #[default]
-    Always,
-    /// fsync in the background every this many milliseconds.
-    IntervalMs(u64),
-    /// Never fsync (a process crash loses nothing, a power loss may).
-    Never,
-}
-
-impl StreamDurability {
-    fn log(self) -> Durability {
-        match self {
-            StreamDurability::Always => Durability::Always,
-            StreamDurability::IntervalMs(ms) => Durability::Interval(Duration::from_millis(ms)),
-            StreamDurability::Never => Durability::Never,
-        }
-    }
-}
-
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateStream {
@@ -94,7 +73,7 @@ pub struct CreateStream {
     /// Emulate Kinesis's per-shard throughput limits.
     pub enforce_limits: bool,
     /// Durability of puts.
-    pub durability: StreamDurability,
+    pub durability: DurabilityMode,
 }
 
 impl CreateStream {
@@ -106,7 +85,7 @@ impl CreateStream {
             retention: DEFAULT_RETENTION,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             enforce_limits: false,
-            durability: StreamDurability::Always,
+            durability: DurabilityMode::Always,
         }
     }
 }
@@ -129,7 +108,7 @@ struct StreamMeta {
     retention_ms: u64,
     max_record_bytes: u32,
     enforce_limits: bool,
-    durability: StreamDurability,
+    durability: DurabilityMode,
     shards: Vec<ShardMeta>,
     next_shard_index: u32,
 }
@@ -191,7 +170,7 @@ pub struct StreamDescription {
     /// Whether throughput limits are emulated.
     pub enforce_limits: bool,
     /// Durability of puts.
-    pub durability: StreamDurability,
+    pub durability: DurabilityMode,
     /// Every shard, open and closed, in index order.
     pub shards: Vec<ShardDescription>,
 }

@@ -1,0 +1,1438 @@
+//! An open queue: send, receive, delete, change visibility, purge, dead-letter moves.
+//!
+//! ```text
+//! <data>/queues/<name>/queue.meta   attributes (see super::attributes)
+//! <data>/queues/<name>/LOCK         the queue lock: every state change holds it
+//! <data>/queues/<name>/messages/    message log: one record per message sent
+//! <data>/queues/<name>/journal/     state log: one record per state event
+//! <data>/queues/<name>/state.snap   snapshot of the state at a journal offset
+//! ```
+//!
+//! A standard send only appends to the message log (the log's own lock orders concurrent
+//! senders, and concurrent appends share an fsync). Everything else takes the queue lock,
+//! brings the in-memory [`State`] up to date by applying the journal records other processes
+//! appended since, decides, appends its events to the journal as one atomic batch, and
+//! applies them. The journal is written without waiting for the fsync, which happens after the
+//! queue lock is released, so that concurrent receivers and deleters share one fsync too.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::attributes::{
+    MAX_DELAY, MAX_RECEIVE_WAIT, MAX_VISIBILITY_TIMEOUT, QueueAttributes, QueueInfo, info, load,
+    queues_dir,
+};
+use super::message::{
+    MessageAttribute, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
+};
+use super::state::State;
+use super::stored::{
+    Event, KIND_EVENT, KIND_MESSAGE, MessageHeader, Origin, Receipt, Scanned, decode_payload,
+    encode_payload,
+};
+use crate::datadir::{DataDir, DirInner};
+use crate::durability::DurabilityMode;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::log::{Durability, Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
+use crate::meta;
+
+/// Most messages one receive returns.
+pub const MAX_RECEIVE_MESSAGES: usize = 10;
+/// How long a FIFO deduplication id is remembered: 5 minutes.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Longest FIFO group or deduplication id.
+pub const MAX_FIFO_ID_LEN: usize = 128;
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
+const SNAPSHOT_FILE: &str = "state.snap";
+/// A snapshot is written after this many journal records.
+const SNAPSHOT_EVERY: u64 = 4096;
+/// Most message-log records one receive looks at past the cursor (bounds a receive's work,
+/// and a FIFO queue's held-back set, when the front of the queue is all delayed or busy).
+const SCAN_LIMIT: usize = 1024;
+/// Attributes are re-read at most this often by a long-lived handle.
+const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
+/// How often a long poll looks for new messages or state changes.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// One message to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendMessage {
+    /// The body: 1 byte up to the queue's maximum (with the attributes), characters SQS
+    /// allows only.
+    pub body: String,
+    /// Up to 10 message attributes.
+    pub attributes: Vec<MessageAttribute>,
+    /// Delivery delay (standard queues only; default: the queue's).
+    pub delay: Option<Duration>,
+    /// FIFO message group (required on FIFO queues).
+    pub group_id: Option<String>,
+    /// FIFO deduplication id (required on FIFO queues without content-based deduplication).
+    pub dedup_id: Option<String>,
+}
+
+impl SendMessage {
+    /// A message with just a body.
+    pub fn new(body: impl Into<String>) -> Self {
+        SendMessage {
+            body: body.into(),
+            ..SendMessage::default()
+        }
+    }
+}
+
+/// What a send returns per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The message id (for a FIFO duplicate, the original's).
+    pub message_id: String,
+    /// MD5 of the body, hex.
+    pub md5_of_body: String,
+    /// MD5 of the message attributes as SQS computes it; `None` without attributes.
+    pub md5_of_message_attributes: Option<String>,
+    /// FIFO sequence number (20 digits).
+    pub sequence_number: Option<String>,
+}
+
+/// How to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receive {
+    /// 1 to 10 messages.
+    pub max_messages: usize,
+    /// Long-poll wait (0 to 20 s); `None`: the queue's receive wait.
+    pub wait: Option<Duration>,
+    /// Visibility timeout of the received messages; `None`: the queue's.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl Default for Receive {
+    fn default() -> Self {
+        Receive {
+            max_messages: 1,
+            wait: None,
+            visibility_timeout: None,
+        }
+    }
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The message id.
+    pub message_id: String,
+    /// Names this receive: delete and change visibility with it.
+    pub receipt_handle: String,
+    /// The body.
+    pub body: String,
+    /// MD5 of the body, hex.
+    pub md5_of_body: String,
+    /// MD5 of the message attributes; `None` without attributes.
+    pub md5_of_message_attributes: Option<String>,
+    /// The message attributes.
+    pub message_attributes: Vec<MessageAttribute>,
+    /// `ApproximateReceiveCount`, this receive included.
+    pub receive_count: u32,
+    /// `SentTimestamp`, ms since the epoch.
+    pub sent_timestamp: u64,
+    /// `ApproximateFirstReceiveTimestamp`, ms since the epoch.
+    pub first_receive_timestamp: u64,
+    /// `MessageGroupId`.
+    pub group_id: Option<String>,
+    /// `MessageDeduplicationId` (FIFO).
+    pub dedup_id: Option<String>,
+    /// `SequenceNumber` (FIFO).
+    pub sequence_number: Option<String>,
+}
+
+/// Approximate message counts, as `GetQueueAttributes` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// `ApproximateNumberOfMessages`: visible now.
+    pub visible: u64,
+    /// `ApproximateNumberOfMessagesNotVisible`: received, visibility timeout running.
+    pub in_flight: u64,
+    /// `ApproximateNumberOfMessagesDelayed`.
+    pub delayed: u64,
+}
+
+/// An open queue. Share it between threads; every process may open the same queue.
+#[derive(Debug)]
+pub struct Queue {
+    dir: Arc<DirInner>,
+    name: String,
+    path: PathBuf,
+    incarnation: u64,
+    attributes: Mutex<(Arc<QueueAttributes>, Instant)>,
+    messages: Log,
+    journal: Log,
+    /// `None` until loaded, and after a failed journal write (reload from disk).
+    state: Mutex<Option<Loaded>>,
+    dedup: Mutex<Dedup>,
+    targets: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    state: State,
+    /// Journal offset of the newest snapshot.
+    snapshot_at: u64,
+}
+
+/// FIFO deduplication ids of the last 5 minutes, built from the message log.
+#[derive(Debug, Default)]
+struct Dedup {
+    /// Message-log offset up to which ids are known; `None` before the first look.
+    scanned: Option<u64>,
+    ids: HashMap<String, (String, u64, u64)>,
+    order: std::collections::VecDeque<(u64, String)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn sequence_number(offset: u64) -> String {
+    format!("{offset:020}")
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound {
+        kind: "queue",
+        name: name.to_string(),
+    }
+}
+
+fn corrupt(path: &std::path::Path, offset: u64, e: &Error) -> Error {
+    Error::corruption(path, offset, CorruptionKind::Metadata(e.to_string()))
+}
+
+fn log_options(attributes: &QueueAttributes, journal: bool) -> LogOptions {
+    let durability = match (attributes.durability, journal) {
+        // The journal is fsynced by hand after the queue lock is released.
+        (DurabilityMode::Always, true) => Durability::Never,
+        (mode, _) => mode.log(),
+    };
+    LogOptions {
+        segment_bytes_max: if journal { 16 << 20 } else { 64 << 20 },
+        // Segments roll at least four times per retention period so expired messages go soon.
+        segment_age_max: Some(Duration::from_millis(
+            (ms(attributes.retention) / 4).clamp(1_000, 3_600_000),
+        )),
+        max_record_bytes: (2 << 20) + (64 << 10),
+        durability,
+        writer_lock: WriterLock::Shared,
+        ..LogOptions::default()
+    }
+}
+
+fn check_fifo_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_FIFO_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} {id:?} must be 1 to {MAX_FIFO_ID_LEN} characters of A-Z a-z 0-9 and punctuation"
+        )))
+    }
+}
+
+/// Opening queues.
+impl DataDir {
+    /// Opens a queue for sending, receiving and the rest.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        Queue::open(self.inner(), name)
+    }
+}
+
+/// What a scan of one message decided.
+enum Decision {
+    Deliver,
+    Keep,
+    Drop,
+    Move(String),
+}
+
+impl Queue {
+    fn open(dir: &Arc<DirInner>, name: &str) -> Result<Queue> {
+        let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
+        let path = queues_dir(dir).join(name);
+        let attributes = meta.attributes.clone();
+        let open_log = |sub: &str, journal: bool| {
+            Log::open(
+                Arc::clone(&dir.storage),
+                Arc::clone(&dir.clock),
+                path.join(sub),
+                log_options(&attributes, journal),
+            )
+        };
+        let messages = open_log("messages", false)?;
+        let journal = open_log("journal", true)?;
+        Ok(Queue {
+            dir: Arc::clone(dir),
+            name: name.to_string(),
+            incarnation: meta.created_ms,
+            path,
+            attributes: Mutex::new((Arc::new(attributes), Instant::now())),
+            messages,
+            journal,
+            state: Mutex::new(None),
+            dedup: Mutex::new(Dedup::default()),
+            targets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue's attributes (re-read from disk at most once a second).
+    pub fn attributes(&self) -> Result<Arc<QueueAttributes>> {
+        let mut cached = lock(&self.attributes);
+        if cached.1.elapsed() >= ATTRIBUTES_TTL {
+            let meta = load(&self.dir, &self.name)?.ok_or_else(|| not_found(&self.name))?;
+            *cached = (Arc::new(meta.attributes), Instant::now());
+        }
+        Ok(Arc::clone(&cached.0))
+    }
+
+    /// The queue's catalog entry, read now.
+    pub fn info(&self) -> Result<QueueInfo> {
+        let meta = load(&self.dir, &self.name)?.ok_or_else(|| not_found(&self.name))?;
+        *lock(&self.attributes) = (Arc::new(meta.attributes.clone()), Instant::now());
+        Ok(info(meta))
+    }
+
+    // ---- sending ----
+
+    /// Checks a message against the queue's rules; returns its stored header and payload.
+    fn prepare(
+        &self,
+        attributes: &QueueAttributes,
+        m: &SendMessage,
+    ) -> Result<(MessageHeader, Vec<u8>)> {
+        validate_body(&m.body)?;
+        validate_attributes(&m.attributes)?;
+        let size = m.body.len()
+            + m.attributes
+                .iter()
+                .map(MessageAttribute::size)
+                .sum::<usize>();
+        if size > attributes.max_message_bytes as usize {
+            return Err(Error::InvalidArgument(format!(
+                "the message is {size} bytes (body and attributes), more than queue {:?} allows ({})",
+                self.name, attributes.max_message_bytes
+            )));
+        }
+        let delay = match m.delay {
+            Some(_) if attributes.fifo => {
+                return Err(Error::InvalidArgument(
+                    "a FIFO queue takes no per-message delay (set the queue's delay instead)"
+                        .into(),
+                ));
+            }
+            Some(d) if d > MAX_DELAY => {
+                return Err(Error::InvalidArgument(format!(
+                    "the delay must be at most 15 minutes, not {}s",
+                    d.as_secs_f64()
+                )));
+            }
+            Some(d) => d,
+            None => attributes.delay,
+        };
+        let dedup = if attributes.fifo {
+            let group = m.group_id.as_deref().ok_or_else(|| {
+                Error::InvalidArgument("a FIFO queue needs a message group id (--group-id)".into())
+            })?;
+            check_fifo_id("message group id", group)?;
+            match (&m.dedup_id, attributes.content_based_deduplication) {
+                (Some(id), _) => {
+                    check_fifo_id("deduplication id", id)?;
+                    Some(id.clone())
+                }
+                (None, true) => Some(
+                    Sha256::digest(m.body.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                ),
+                (None, false) => {
+                    return Err(Error::InvalidArgument(
+                        "a FIFO queue without content-based deduplication needs a deduplication id (--dedup-id)".into(),
+                    ));
+                }
+            }
+        } else {
+            if m.dedup_id.is_some() {
+                return Err(Error::InvalidArgument(
+                    "deduplication ids are for FIFO queues only".into(),
+                ));
+            }
+            if let Some(group) = &m.group_id {
+                check_fifo_id("message group id", group)?;
+            }
+            None
+        };
+        let (payload, attributes_len) = encode_payload(&m.attributes, m.body.as_bytes());
+        let header = MessageHeader {
+            id: uuid::Uuid::new_v4().to_string(),
+            sent_ms: 0, // set when appended
+            delay_ms: ms(delay),
+            group: m.group_id.clone(),
+            dedup,
+            receive_count: 0,
+            first_receive_ms: 0,
+            origin: None,
+            attributes_len,
+        };
+        Ok((header, payload))
+    }
+
+    /// Sends one message.
+    pub fn send(&self, message: &SendMessage) -> Result<Sent> {
+        let mut sent = self.send_batch(std::slice::from_ref(message))?;
+        sent.pop()
+            .ok_or_else(|| Error::InvalidArgument("nothing sent".into()))
+    }
+
+    /// Sends messages as one atomic append, in order: every message is checked first, and
+    /// nothing is written if one fails. Returns once they are durable under the queue's
+    /// durability.
+    pub fn send_batch(&self, messages: &[SendMessage]) -> Result<Vec<Sent>> {
+        let attributes = self.attributes()?;
+        let mut prepared = Vec::with_capacity(messages.len());
+        for m in messages {
+            prepared.push(self.prepare(&attributes, m)?);
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.dir.clock.now_ms();
+        for (header, _) in &mut prepared {
+            header.sent_ms = now;
+        }
+        if attributes.fifo {
+            return self.send_fifo(messages, prepared);
+        }
+        let appended = self.append_messages(&prepared)?;
+        Ok(messages
+            .iter()
+            .zip(&prepared)
+            .enumerate()
+            .map(|(i, (m, (header, _)))| Sent {
+                message_id: header.id.clone(),
+                md5_of_body: md5_hex(m.body.as_bytes()),
+                md5_of_message_attributes: md5_of_message_attributes(&m.attributes),
+                sequence_number: m
+                    .group_id
+                    .as_ref()
+                    .map(|_| sequence_number(appended + i as u64)),
+            })
+            .collect())
+    }
+
+    fn append_messages(&self, prepared: &[(MessageHeader, Vec<u8>)]) -> Result<u64> {
+        let headers: Vec<Vec<u8>> = prepared.iter().map(|(h, _)| h.encode()).collect();
+        let entries: Vec<Entry<'_>> = headers
+            .iter()
+            .zip(prepared)
+            .map(|(header, (_, payload))| Entry {
+                kind: KIND_MESSAGE,
+                header,
+                payload,
+            })
+            .collect();
+        Ok(self.messages.append(&entries)?.first_offset)
+    }
+
+    /// FIFO sends hold the queue lock: the deduplication check and the append are one step.
+    fn send_fifo(
+        &self,
+        messages: &[SendMessage],
+        prepared: Vec<(MessageHeader, Vec<u8>)>,
+    ) -> Result<Vec<Sent>> {
+        let _lock = self.dir.lock(&self.path.join("LOCK"))?;
+        let mut dedup = lock(&self.dedup);
+        let now = self.dir.clock.now_ms();
+        self.catch_up_dedup(&mut dedup, now)?;
+        // Per message: the original (id, offset) of a duplicate, or an index into `fresh`.
+        let mut fresh = Vec::new();
+        let mut outcome = Vec::with_capacity(prepared.len());
+        let mut batch_ids: HashMap<&str, usize> = HashMap::new();
+        for (header, payload) in &prepared {
+            let key = header.dedup.as_deref().unwrap_or_default();
+            if let Some((id, offset, _)) = dedup.ids.get(key) {
+                outcome.push(Err((id.clone(), *offset)));
+            } else if let Some(&i) = batch_ids.get(key) {
+                outcome.push(Ok(i));
+            } else {
+                batch_ids.insert(key, fresh.len());
+                outcome.push(Ok(fresh.len()));
+                fresh.push((header.clone(), payload.clone()));
+            }
+        }
+        let first = if fresh.is_empty() {
+            0
+        } else {
+            self.append_messages(&fresh)?
+        };
+        for (i, (header, _)) in fresh.iter().enumerate() {
+            let offset = first + i as u64;
+            dedup.remember(
+                header.dedup.clone().unwrap_or_default(),
+                header.id.clone(),
+                offset,
+                now,
+            );
+        }
+        if !fresh.is_empty() {
+            dedup.scanned = Some(first + fresh.len() as u64);
+        }
+        Ok(messages
+            .iter()
+            .zip(outcome)
+            .map(|(m, o)| {
+                let (id, offset) = match o {
+                    Ok(i) => (fresh[i].0.id.clone(), first + i as u64),
+                    Err(original) => original,
+                };
+                Sent {
+                    message_id: id,
+                    md5_of_body: md5_hex(m.body.as_bytes()),
+                    md5_of_message_attributes: md5_of_message_attributes(&m.attributes),
+                    sequence_number: Some(sequence_number(offset)),
+                }
+            })
+            .collect())
+    }
+
+    /// Learns the deduplication ids of messages appended since the last look (by other
+    /// processes too), and forgets those older than the window.
+    fn catch_up_dedup(&self, dedup: &mut Dedup, now: u64) -> Result<()> {
+        let horizon = now.saturating_sub(ms(DEDUP_WINDOW));
+        let mut from = match dedup.scanned {
+            Some(from) => from,
+            None => self.messages.reader().offset_at_time(horizon)?,
+        };
+        loop {
+            let batch = match self.messages.read(from, ReadLimit::default()) {
+                Err(Error::OffsetTrimmed { start, .. }) => {
+                    from = start;
+                    continue;
+                }
+                batch => batch?,
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch.iter() {
+                let header = self.message_header(&record)?;
+                if let Some(key) = header.dedup
+                    && header.origin.is_none()
+                    && record.timestamp_ms > horizon
+                {
+                    dedup.remember(key, header.id, record.offset, record.timestamp_ms);
+                }
+            }
+            from = batch.next_offset();
+        }
+        dedup.scanned = Some(from);
+        while let Some((at, key)) = dedup.order.front() {
+            if *at > horizon {
+                break;
+            }
+            if let MapEntry::Occupied(e) = dedup.ids.entry(key.clone())
+                && e.get().2 == *at
+            {
+                e.remove();
+            }
+            dedup.order.pop_front();
+        }
+        Ok(())
+    }
+
+    fn message_header(&self, record: &Record<'_>) -> Result<MessageHeader> {
+        MessageHeader::decode(record.header)
+            .map_err(|e| corrupt(&self.path.join("messages"), record.offset, &e))
+    }
+
+    // ---- the locked state ----
+
+    /// Runs `f` under the queue lock with the state brought up to date; `f` commits its events
+    /// through the [`Txn`]. Syncs the journal after the lock is released when the queue is
+    /// `Always` durable and something was written.
+    fn locked<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
+        let attributes = self.attributes()?;
+        let result = {
+            let mut guard = lock(&self.state);
+            let _lock = self.dir.lock(&self.path.join("LOCK"))?;
+            if guard.is_none() {
+                *guard = Some(self.load_state()?);
+            }
+            let loaded = guard.as_mut().ok_or_else(|| not_found(&self.name))?;
+            let outcome = self.catch_up(&mut loaded.state).and_then(|()| {
+                let mut txn = Txn {
+                    queue: self,
+                    now: self.dir.clock.now_ms(),
+                    attributes: &attributes,
+                    loaded,
+                    wrote: false,
+                };
+                let r = f(&mut txn)?;
+                let wrote = txn.wrote;
+                txn.maybe_snapshot()?;
+                Ok((r, wrote))
+            });
+            if outcome.is_err() {
+                // What is on disk is the truth: reload it next time.
+                *guard = None;
+            }
+            outcome?
+        };
+        let (r, wrote) = result;
+        if wrote && attributes.durability == DurabilityMode::Always {
+            self.journal.sync()?;
+        }
+        Ok(r)
+    }
+
+    fn load_state(&self) -> Result<Loaded> {
+        let path = self.path.join(SNAPSHOT_FILE);
+        let state: State =
+            meta::read(&*self.dir.storage, &path, SNAPSHOT_MAGIC)?.unwrap_or_default();
+        Ok(Loaded {
+            snapshot_at: state.journal_next,
+            state,
+        })
+    }
+
+    fn catch_up(&self, state: &mut State) -> Result<()> {
+        loop {
+            let batch = self
+                .journal
+                .read(state.journal_next, ReadLimit::default())?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for record in batch.iter() {
+                let event = Event::decode(record.payload)
+                    .map_err(|e| corrupt(&self.path.join("journal"), record.offset, &e))?;
+                state.apply(&event);
+            }
+            state.journal_next = batch.next_offset();
+        }
+    }
+
+    fn target(&self, name: &str) -> Result<Arc<Queue>> {
+        let mut targets = lock(&self.targets);
+        if let Some(q) = targets.get(name) {
+            return Ok(Arc::clone(q));
+        }
+        let q = Arc::new(Queue::open(&self.dir, name)?);
+        targets.insert(name.to_string(), Arc::clone(&q));
+        Ok(q)
+    }
+
+    /// Copies a message into `target` (a dead-letter move keeps its receive count; a redrive
+    /// resets it).
+    fn copy_to(&self, target: &Queue, offset: u64, counts: Option<(u32, u64)>) -> Result<()> {
+        let batch = self.messages.read(offset, ReadLimit::records(1))?;
+        let Some(record) = batch.iter().next().filter(|r| r.offset == offset) else {
+            // Gone (retention): nothing left to move.
+            return Ok(());
+        };
+        let mut header = self.message_header(&record)?;
+        header.origin = Some(Origin {
+            queue: self.name.clone(),
+            incarnation: self.incarnation,
+            offset,
+        });
+        header.delay_ms = 0;
+        (header.receive_count, header.first_receive_ms) = counts.unwrap_or((0, 0));
+        let header = header.encode();
+        target.messages.append(&[Entry {
+            kind: KIND_MESSAGE,
+            header: &header,
+            payload: record.payload,
+        }])?;
+        Ok(())
+    }
+
+    /// True when `target`'s message log holds, from `from` on, the copy of our `offset`.
+    fn copied(&self, target: &Queue, from: u64, offset: u64) -> Result<bool> {
+        let mut from = from;
+        loop {
+            let batch = match target.messages.read(from, ReadLimit::default()) {
+                Err(Error::OffsetTrimmed { start, .. }) => {
+                    from = start;
+                    continue;
+                }
+                batch => batch?,
+            };
+            if batch.is_empty() {
+                return Ok(false);
+            }
+            for record in batch.iter() {
+                let header = target.message_header(&record)?;
+                if header.origin.as_ref().is_some_and(|o| {
+                    o.queue == self.name && o.incarnation == self.incarnation && o.offset == offset
+                }) {
+                    return Ok(true);
+                }
+            }
+            from = batch.next_offset();
+        }
+    }
+
+    // ---- receiving ----
+
+    /// Receives up to `max_messages` messages, long-polling up to the wait for one to arrive.
+    /// Received messages stay invisible to every receiver until their visibility timeout
+    /// ends; then they come back with a new receipt handle and a higher receive count.
+    pub fn receive(&self, request: &Receive) -> Result<Vec<ReceivedMessage>> {
+        if !(1..=MAX_RECEIVE_MESSAGES).contains(&request.max_messages) {
+            return Err(Error::InvalidArgument(format!(
+                "receive takes 1 to {MAX_RECEIVE_MESSAGES} messages, not {}",
+                request.max_messages
+            )));
+        }
+        if let Some(t) = request.visibility_timeout
+            && t > MAX_VISIBILITY_TIMEOUT
+        {
+            return Err(Error::InvalidArgument(
+                "the visibility timeout must be at most 12 hours".into(),
+            ));
+        }
+        let wait = match request.wait {
+            Some(w) if w > MAX_RECEIVE_WAIT => {
+                return Err(Error::InvalidArgument(
+                    "the receive wait must be at most 20 seconds".into(),
+                ));
+            }
+            Some(w) => w,
+            None => self.attributes()?.receive_wait,
+        };
+        let until = Instant::now() + wait;
+        loop {
+            let seen = (
+                self.messages.reader().next_offset()?,
+                self.journal.reader().next_offset()?,
+            );
+            let (messages, next_deadline) = self.receive_once(request)?;
+            if !messages.is_empty() || Instant::now() >= until {
+                return Ok(messages);
+            }
+            self.wait_for_news(seen, until, next_deadline)?;
+        }
+    }
+
+    /// Sleeps until a message is sent or the state changes (in any process), a waiting
+    /// message's deadline passes, or `until`.
+    fn wait_for_news(
+        &self,
+        seen: (u64, u64),
+        until: Instant,
+        deadline_ms: Option<u64>,
+    ) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            if deadline_ms.is_some_and(|d| d <= self.dir.clock.now_ms()) {
+                return Ok(());
+            }
+            std::thread::sleep(POLL_INTERVAL.min(until - now));
+            if self.messages.reader().next_offset()? != seen.0
+                || self.journal.reader().next_offset()? != seen.1
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    fn receive_once(&self, request: &Receive) -> Result<(Vec<ReceivedMessage>, Option<u64>)> {
+        self.locked(|txn| {
+            txn.finish_moves()?;
+            let out = txn.receive(request)?;
+            Ok((out, txn.loaded.state.next_deadline()))
+        })
+    }
+
+    // ---- deleting and visibility ----
+
+    /// Deletes the messages the receipt handles name; one result per handle, in order. As
+    /// in SQS, a handle of a message received again since (standard queues) or already
+    /// deleted succeeds without effect; a malformed handle is
+    /// [`Error::InvalidReceiptHandle`]; on a FIFO queue, a handle whose visibility timeout
+    /// has expired is [`Error::MessageNotInflight`].
+    pub fn delete_batch(&self, handles: &[&str]) -> Result<Vec<Result<()>>> {
+        self.locked(|txn| {
+            let mut events = Vec::new();
+            let mut results = Vec::with_capacity(handles.len());
+            for handle in handles {
+                let result = txn.check_delete(handle);
+                if let Ok(Some(offset)) = result {
+                    events.push(Event::Deleted { offset });
+                }
+                results.push(result.map(drop));
+            }
+            txn.commit(&events)?;
+            Ok(results)
+        })
+    }
+
+    /// Deletes one message; see [`Queue::delete_batch`].
+    pub fn delete(&self, handle: &str) -> Result<()> {
+        self.delete_batch(&[handle])?.pop().unwrap_or(Ok(()))
+    }
+
+    /// Changes the visibility timeout of a received message to `timeout` from now (0 makes
+    /// it visible now). The total from its first receive may not pass 12 hours.
+    pub fn change_visibility(&self, handle: &str, timeout: Duration) -> Result<()> {
+        if timeout > MAX_VISIBILITY_TIMEOUT {
+            return Err(Error::InvalidArgument(
+                "the visibility timeout must be at most 12 hours".into(),
+            ));
+        }
+        self.locked(|txn| {
+            let offset = txn.in_flight(handle)?;
+            let now = txn.now;
+            let slot = txn
+                .loaded
+                .state
+                .slot(offset)
+                .ok_or_else(|| Error::MessageNotInflight("the message is not in flight".into()))?;
+            let visible_at = now.saturating_add(ms(timeout));
+            if visible_at > slot.first_receive_ms.saturating_add(ms(MAX_VISIBILITY_TIMEOUT)) {
+                return Err(Error::InvalidArgument(
+                    "the total visibility timeout of a message may not pass 12 hours from its first receive".into(),
+                ));
+            }
+            txn.commit(&[Event::Visibility { offset, visible_at }])
+        })
+    }
+
+    /// Removes every message sent before now; messages sent after it stay.
+    pub fn purge(&self) -> Result<()> {
+        self.locked(|txn| {
+            let below = txn.queue.messages.reader().next_offset()?;
+            txn.commit(&[Event::Purged { below }])
+        })
+    }
+
+    /// Approximate counts of visible, in-flight and delayed messages.
+    pub fn counts(&self) -> Result<QueueCounts> {
+        self.locked(|txn| {
+            let now = txn.now;
+            let state = &txn.loaded.state;
+            let (mut visible, in_flight, mut delayed) = state.counts(now);
+            let queue = txn.queue;
+            let next = queue.messages.reader().next_offset()?;
+            let start = queue.messages.reader().start_offset()?;
+            let cursor = state.cursor.max(start).min(next);
+            // Past the cursor every message is visible except a delayed one, and only the
+            // last 15 minutes of sends can still be delayed.
+            let mut from = cursor.max(
+                queue
+                    .messages
+                    .reader()
+                    .offset_at_time(now.saturating_sub(ms(MAX_DELAY)))?,
+            );
+            let mut unscanned_delayed = 0;
+            while from < next {
+                let batch = queue.messages.read(from, ReadLimit::default())?;
+                if batch.is_empty() {
+                    break;
+                }
+                for record in batch.iter() {
+                    let header = queue.message_header(&record)?;
+                    if record.timestamp_ms + header.delay_ms > now {
+                        unscanned_delayed += 1;
+                    }
+                }
+                from = batch.next_offset();
+            }
+            visible += (next - cursor).saturating_sub(unscanned_delayed);
+            delayed += unscanned_delayed;
+            Ok(QueueCounts {
+                visible,
+                in_flight,
+                delayed,
+            })
+        })
+    }
+
+    /// Moves every visible message of this queue (a dead-letter queue) back to the queue it
+    /// came from, or to `to`; like SQS's `StartMessageMoveTask`, run to completion. Each
+    /// move is exactly-once: a crash midway is finished by the next operation on this queue.
+    /// Returns how many messages moved.
+    pub fn redrive(&self, to: Option<&str>) -> Result<u64> {
+        if let Some(to) = to {
+            // Fail before anything moves.
+            self.target(to)?;
+        }
+        let mut moved = 0;
+        loop {
+            let n = self.locked(|txn| {
+                txn.finish_moves()?;
+                txn.redrive_some(to)
+            })?;
+            if n == 0 {
+                return Ok(moved);
+            }
+            moved += n;
+        }
+    }
+}
+
+impl Dedup {
+    fn remember(&mut self, key: String, id: String, offset: u64, at: u64) {
+        self.order.push_back((at, key.clone()));
+        self.ids.insert(key, (id, offset, at));
+    }
+}
+
+/// One locked operation on the queue state.
+struct Txn<'a> {
+    queue: &'a Queue,
+    now: u64,
+    attributes: &'a QueueAttributes,
+    loaded: &'a mut Loaded,
+    wrote: bool,
+}
+
+impl Txn<'_> {
+    /// Appends events to the journal as one atomic batch and applies them.
+    fn commit(&mut self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
+        let entries: Vec<Entry<'_>> = encoded
+            .iter()
+            .map(|payload| Entry {
+                kind: KIND_EVENT,
+                header: &[],
+                payload,
+            })
+            .collect();
+        let appended = self.queue.journal.append(&entries)?;
+        self.wrote = true;
+        let state = &mut self.loaded.state;
+        if appended.first_offset != state.journal_next {
+            return Err(Error::Conflict(format!(
+                "queue {:?}: the journal moved without the queue lock",
+                self.queue.name
+            )));
+        }
+        for event in events {
+            state.apply(event);
+        }
+        state.journal_next = appended.first_offset + appended.count;
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.loaded.state.journal_next < self.loaded.snapshot_at + SNAPSHOT_EVERY {
+            return Ok(());
+        }
+        // The snapshot may only cover journal records that are durable.
+        self.queue.journal.sync()?;
+        let path = self.queue.path.join(SNAPSHOT_FILE);
+        match meta::write(
+            &*self.queue.dir.storage,
+            &path,
+            SNAPSHOT_MAGIC,
+            &self.loaded.state,
+        ) {
+            Ok(()) => {}
+            // Too large for one metadata file: keep replaying the journal instead.
+            Err(Error::InvalidArgument(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.loaded.snapshot_at = self.loaded.state.journal_next;
+        Ok(())
+    }
+
+    fn expired(&self, sent_ms: u64) -> bool {
+        sent_ms.saturating_add(ms(self.attributes.retention)) <= self.now
+    }
+
+    /// The receipt's message, if the handle is this queue's and its message is in flight
+    /// under this very receive.
+    fn in_flight(&self, handle: &str) -> Result<u64> {
+        let receipt = Receipt::decode(handle)?;
+        if receipt.incarnation != self.queue.incarnation {
+            return Err(Error::InvalidReceiptHandle(handle.to_string()));
+        }
+        let state = &self.loaded.state;
+        match state.slot(receipt.offset) {
+            Some(slot)
+                if slot.receive_count == receipt.receive_count
+                    && slot.visible_at > self.now
+                    && state.is_waiting(receipt.offset) =>
+            {
+                Ok(receipt.offset)
+            }
+            _ => Err(Error::MessageNotInflight(
+                "the message was deleted, received again or its visibility timeout expired".into(),
+            )),
+        }
+    }
+
+    /// What deleting by `handle` does: `Some(offset)` deletes it, `None` does nothing.
+    fn check_delete(&self, handle: &str) -> Result<Option<u64>> {
+        let receipt = Receipt::decode(handle)?;
+        if receipt.incarnation != self.queue.incarnation {
+            return Err(Error::InvalidReceiptHandle(handle.to_string()));
+        }
+        if self.attributes.fifo {
+            return self.in_flight(handle).map(Some);
+        }
+        Ok(self
+            .loaded
+            .state
+            .slot(receipt.offset)
+            .filter(|slot| slot.receive_count == receipt.receive_count)
+            .map(|_| receipt.offset))
+    }
+
+    fn decide(&self, m: &Scanned, groups: &mut HashMap<String, bool>) -> Decision {
+        if m.offset < self.loaded.state.purged_below || self.expired(m.sent_ms) {
+            return Decision::Drop;
+        }
+        let visible = m.visible_at <= self.now;
+        if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
+            let taken = match groups.get(group) {
+                Some(taken) => *taken,
+                None => !self.loaded.state.group_busy(group),
+            };
+            if !taken || !visible {
+                // The group is busy, or this message must wait: nothing after it in the
+                // group may go ahead of it.
+                groups.insert(group.clone(), false);
+                return Decision::Keep;
+            }
+        } else if !visible {
+            return Decision::Keep;
+        }
+        if let Some(redrive) = &self.attributes.redrive
+            && m.receive_count >= redrive.max_receives
+        {
+            return Decision::Move(redrive.dead_letter_queue.clone());
+        }
+        if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
+            groups.insert(group.clone(), true);
+        }
+        Decision::Deliver
+    }
+
+    fn received(
+        &self,
+        m: &Scanned,
+        record: &Record<'_>,
+        visible_at: u64,
+    ) -> Result<(Event, ReceivedMessage)> {
+        let queue = self.queue;
+        let header = queue.message_header(record)?;
+        let (attributes, body) = decode_payload(&header, record.payload)
+            .map_err(|e| corrupt(&queue.path.join("messages"), record.offset, &e))?;
+        let receive_count = m.receive_count + 1;
+        let first_receive_ms = if m.first_receive_ms == 0 {
+            self.now
+        } else {
+            m.first_receive_ms
+        };
+        let event = Event::Received {
+            message: Scanned {
+                receive_count,
+                first_receive_ms,
+                ..m.clone()
+            },
+            visible_at,
+        };
+        let receipt = Receipt {
+            incarnation: queue.incarnation,
+            offset: m.offset,
+            receive_count,
+        };
+        let message = ReceivedMessage {
+            message_id: header.id,
+            receipt_handle: receipt.encode(),
+            body: String::from_utf8_lossy(body).into_owned(),
+            md5_of_body: md5_hex(body),
+            md5_of_message_attributes: md5_of_message_attributes(&attributes),
+            message_attributes: attributes,
+            receive_count,
+            sent_timestamp: header.sent_ms,
+            first_receive_timestamp: first_receive_ms,
+            sequence_number: self.attributes.fifo.then(|| sequence_number(m.offset)),
+            dedup_id: header.dedup.filter(|_| self.attributes.fifo),
+            group_id: header.group,
+        };
+        Ok((event, message))
+    }
+
+    fn move_started(&self, m: &Scanned, target: String) -> Result<Event> {
+        let target_from = self
+            .queue
+            .target(&target)?
+            .messages
+            .reader()
+            .next_offset()?;
+        Ok(Event::MoveStarted {
+            offset: m.offset,
+            target,
+            target_from,
+            receive_count: m.receive_count,
+            first_receive_ms: m.first_receive_ms,
+        })
+    }
+
+    fn receive(&mut self, request: &Receive) -> Result<Vec<ReceivedMessage>> {
+        let queue = self.queue;
+        let now = self.now;
+        self.loaded.state.expire(now);
+        let visible_at = now.saturating_add(ms(request
+            .visibility_timeout
+            .unwrap_or(self.attributes.visibility_timeout)));
+        let max = request.max_messages;
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let mut moves = Vec::new();
+        let mut groups = HashMap::new();
+
+        // Messages visible again (or held back before), oldest first.
+        let ready: Vec<Scanned> = self
+            .loaded
+            .state
+            .ready()
+            .take(SCAN_LIMIT)
+            .map(|(offset, slot)| slot.scanned(offset))
+            .collect();
+        for m in ready {
+            if out.len() == max {
+                break;
+            }
+            match self.decide(&m, &mut groups) {
+                Decision::Keep => {}
+                Decision::Drop => events.push(Event::Deleted { offset: m.offset }),
+                Decision::Move(target) => {
+                    events.push(self.move_started(&m, target.clone())?);
+                    moves.push(m.offset);
+                }
+                Decision::Deliver => {
+                    let batch = match queue.messages.read(m.offset, ReadLimit::records(1)) {
+                        Err(Error::OffsetTrimmed { .. }) => {
+                            events.push(Event::Deleted { offset: m.offset });
+                            continue;
+                        }
+                        batch => batch?,
+                    };
+                    let Some(record) = batch.iter().next().filter(|r| r.offset == m.offset) else {
+                        events.push(Event::Deleted { offset: m.offset });
+                        continue;
+                    };
+                    let (event, message) = self.received(&m, &record, visible_at)?;
+                    events.push(event);
+                    out.push(message);
+                }
+            }
+        }
+
+        // Then never-received messages, in log order.
+        let mut cursor = self.loaded.state.cursor;
+        let mut kept = Vec::new();
+        let mut scanned = 0;
+        'scan: while out.len() < max && scanned < SCAN_LIMIT {
+            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
+                Err(Error::OffsetTrimmed { start, .. }) => {
+                    cursor = start;
+                    continue;
+                }
+                batch => batch?,
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch.iter() {
+                if out.len() == max || scanned == SCAN_LIMIT {
+                    break 'scan;
+                }
+                cursor = record.offset + 1;
+                scanned += 1;
+                let header = queue.message_header(&record)?;
+                let m = Scanned {
+                    offset: record.offset,
+                    visible_at: record.timestamp_ms.saturating_add(header.delay_ms),
+                    sent_ms: header.sent_ms,
+                    group: header.group,
+                    receive_count: header.receive_count,
+                    first_receive_ms: header.first_receive_ms,
+                };
+                match self.decide(&m, &mut groups) {
+                    Decision::Drop => {}
+                    Decision::Keep => kept.push(m),
+                    Decision::Move(target) => {
+                        events.push(self.move_started(&m, target.clone())?);
+                        moves.push(m.offset);
+                    }
+                    Decision::Deliver => {
+                        let (event, message) = self.received(&m, &record, visible_at)?;
+                        events.push(event);
+                        out.push(message);
+                    }
+                }
+            }
+        }
+        if cursor != self.loaded.state.cursor {
+            events.insert(0, Event::Scanned { cursor, kept });
+        }
+        self.commit(&events)?;
+        for offset in moves {
+            self.finish_move(offset, false)?;
+        }
+        Ok(out)
+    }
+
+    /// Copies a moving message to its target unless a copy is there already (`look_from`),
+    /// then records the move done.
+    fn finish_move(&mut self, offset: u64, recovering: bool) -> Result<()> {
+        let queue = self.queue;
+        let Some(pending) = self
+            .loaded
+            .state
+            .pending_moves()
+            .find(|(o, _)| *o == offset)
+            .map(|(_, m)| m.clone())
+        else {
+            return Ok(());
+        };
+        let target = queue.target(&pending.target)?;
+        if !(recovering && queue.copied(&target, pending.target_from, offset)?) {
+            // A dead-letter move keeps the receive count; a redrive starts it again.
+            let to_dlq = self
+                .attributes
+                .redrive
+                .as_ref()
+                .is_some_and(|r| r.dead_letter_queue == pending.target);
+            let counts = to_dlq.then_some((pending.receive_count, pending.first_receive_ms));
+            queue.copy_to(&target, offset, counts)?;
+        }
+        self.commit(&[Event::MoveDone { offset }])
+    }
+
+    /// Finishes moves that a crashed process started.
+    fn finish_moves(&mut self) -> Result<()> {
+        let pending: Vec<u64> = self.loaded.state.pending_moves().map(|(o, _)| o).collect();
+        for offset in pending {
+            self.finish_move(offset, true)?;
+        }
+        Ok(())
+    }
+
+    /// Moves up to one batch of visible messages out of this queue (a redrive).
+    fn redrive_some(&mut self, to: Option<&str>) -> Result<u64> {
+        let queue = self.queue;
+        let now = self.now;
+        self.loaded.state.expire(now);
+        let mut candidates: Vec<Scanned> = self
+            .loaded
+            .state
+            .ready()
+            .take(MAX_RECEIVE_MESSAGES * 10)
+            .map(|(o, s)| s.scanned(o))
+            .collect();
+        let mut cursor = self.loaded.state.cursor;
+        let mut kept = Vec::new();
+        let mut origins = HashMap::new();
+        while candidates.len() < MAX_RECEIVE_MESSAGES * 10 {
+            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
+                Err(Error::OffsetTrimmed { start, .. }) => {
+                    cursor = start;
+                    continue;
+                }
+                batch => batch?,
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch.iter() {
+                cursor = record.offset + 1;
+                let header = queue.message_header(&record)?;
+                let m = Scanned {
+                    offset: record.offset,
+                    visible_at: record.timestamp_ms.saturating_add(header.delay_ms),
+                    sent_ms: header.sent_ms,
+                    group: header.group.clone(),
+                    receive_count: header.receive_count,
+                    first_receive_ms: header.first_receive_ms,
+                };
+                if m.visible_at > now || (to.is_none() && header.origin.is_none()) {
+                    // Delayed, or sent straight here with no source to go back to: stays.
+                    kept.push(m);
+                } else if !self.expired(m.sent_ms) {
+                    if let Some(origin) = header.origin {
+                        origins.insert(m.offset, origin.queue);
+                    }
+                    candidates.push(m);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        if cursor != self.loaded.state.cursor {
+            events.push(Event::Scanned { cursor, kept });
+        }
+        let mut moves = Vec::new();
+        for m in candidates {
+            if self.expired(m.sent_ms) || m.offset < self.loaded.state.purged_below {
+                events.push(Event::Deleted { offset: m.offset });
+                continue;
+            }
+            let target = match to {
+                Some(to) => to.to_string(),
+                None => match origins.remove(&m.offset) {
+                    Some(origin) => origin,
+                    None => {
+                        // Received here before: look at the record for its origin.
+                        let batch = queue.messages.read(m.offset, ReadLimit::records(1))?;
+                        let origin = batch
+                            .iter()
+                            .next()
+                            .filter(|r| r.offset == m.offset)
+                            .map(|r| queue.message_header(&r))
+                            .transpose()?
+                            .and_then(|h| h.origin);
+                        match origin {
+                            Some(origin) => origin.queue,
+                            // Sent straight to this queue: it has no source to go back to.
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            events.push(self.move_started(&m, target.clone())?);
+            moves.push(m.offset);
+        }
+        self.commit(&events)?;
+        let n = moves.len() as u64;
+        for offset in moves {
+            self.finish_move(offset, false)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Queue {
+    /// Deletes whole segments of the message log that hold only messages that are gone, and
+    /// segments past the retention period.
+    pub fn enforce_retention(&self) -> Result<()> {
+        let attributes = self.attributes()?;
+        self.messages.enforce_retention(&Retention {
+            max_age: Some(attributes.retention),
+            max_bytes: None,
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::queue::RedrivePolicy;
+    use crate::storage::{SharedStorage, SimStorage};
+
+    fn setup() -> (DataDir, SimStorage, Arc<ManualClock>) {
+        let sim = SimStorage::new();
+        let clock = ManualClock::new(1_000_000);
+        let storage: SharedStorage = Arc::new(sim.clone());
+        let data = DataDir::open_with("/d", storage, clock.clone()).unwrap();
+        data.create_queue("dlq", &QueueAttributes::defaults(false))
+            .unwrap();
+        let attributes = QueueAttributes {
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receives: 1,
+            }),
+            ..QueueAttributes::defaults(false)
+        };
+        data.create_queue("work", &attributes).unwrap();
+        (data, sim, clock)
+    }
+
+    /// Receives "m" once and lets its timeout pass, then journals the start of its move to
+    /// the dead-letter queue (and, if `copied`, makes the copy) as a process that dies right
+    /// after would have.
+    fn interrupted_move(data: &DataDir, clock: &ManualClock, copied: bool) {
+        let q = data.queue("work").unwrap();
+        q.send(&SendMessage::new("m")).unwrap();
+        q.receive(&Receive::default()).unwrap();
+        clock.advance(30_000);
+        q.locked(|txn| {
+            let now = txn.now;
+            txn.loaded.state.expire(now);
+            let (offset, slot) = txn.loaded.state.ready().next().unwrap();
+            let m = slot.scanned(offset);
+            let event = txn.move_started(&m, "dlq".into())?;
+            txn.commit(&[event])?;
+            if copied {
+                let dlq = txn.queue.target("dlq")?;
+                txn.queue.copy_to(&dlq, offset, Some((1, 0)))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn drain(q: &Queue) -> Vec<String> {
+        let got = q
+            .receive(&Receive {
+                max_messages: 10,
+                wait: Some(Duration::ZERO),
+                visibility_timeout: None,
+            })
+            .unwrap();
+        got.into_iter().map(|m| m.body).collect()
+    }
+
+    #[test]
+    fn a_move_interrupted_before_its_copy_is_finished_by_the_next_process() {
+        let (data, _sim, clock) = setup();
+        interrupted_move(&data, &clock, false);
+        // Another process: the message is neither delivered from the source nor lost.
+        assert!(drain(&data.queue("work").unwrap()).is_empty());
+        assert_eq!(drain(&data.queue("dlq").unwrap()), ["m"]);
+    }
+
+    #[test]
+    fn a_move_interrupted_after_its_copy_is_not_copied_twice() {
+        let (data, _sim, clock) = setup();
+        interrupted_move(&data, &clock, true);
+        let work = data.queue("work").unwrap();
+        assert!(drain(&work).is_empty());
+        assert!(
+            work.locked(|txn| Ok(txn.loaded.state.pending_moves().count() == 0))
+                .unwrap()
+        );
+        assert_eq!(drain(&data.queue("dlq").unwrap()), ["m"]);
+        clock.advance(60_000);
+        let dlq = data.queue("dlq").unwrap();
+        assert_eq!(drain(&dlq), ["m"], "one copy, back after its timeout");
+        assert_eq!(dlq.counts().unwrap().in_flight, 1);
+    }
+}

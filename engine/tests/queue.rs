@@ -1,0 +1,583 @@
+//! Queue semantics through the engine API, with an injected clock and the simulated storage:
+//! visibility, delay, retention, purge, receipt handles, FIFO order and deduplication,
+//! dead-letter moves and redrive, and state surviving a reopen.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_engine::clock::ManualClock;
+use shoal_engine::queue::{
+    AttributeValue, MessageAttribute, Queue, QueueAttributes, Receive, ReceivedMessage,
+    RedrivePolicy, SendMessage,
+};
+use shoal_engine::storage::{SharedStorage, SimStorage};
+use shoal_engine::{DataDir, Error};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Env {
+    sim: SimStorage,
+    clock: Arc<ManualClock>,
+    data: DataDir,
+}
+
+fn env() -> Env {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let data = DataDir::open_with("/data", storage, clock.clone()).unwrap();
+    Env { sim, clock, data }
+}
+
+impl Env {
+    fn create(&self, name: &str, attributes: QueueAttributes) -> Queue {
+        self.data.create_queue(name, &attributes).unwrap();
+        self.data.queue(name).unwrap()
+    }
+
+    fn standard(&self, name: &str) -> Queue {
+        self.create(name, QueueAttributes::defaults(false))
+    }
+
+    /// A second, independent handle, as another process would have.
+    fn reopen(&self, name: &str) -> Queue {
+        let storage: SharedStorage = Arc::new(self.sim.clone());
+        DataDir::open_with("/data", storage, self.clock.clone())
+            .unwrap()
+            .queue(name)
+            .unwrap()
+    }
+}
+
+fn receive(q: &Queue, max: usize) -> Vec<ReceivedMessage> {
+    q.receive(&Receive {
+        max_messages: max,
+        wait: Some(Duration::ZERO),
+        visibility_timeout: None,
+    })
+    .unwrap()
+}
+
+fn bodies(messages: &[ReceivedMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+fn send_all(q: &Queue, bodies: &[&str]) {
+    for body in bodies {
+        q.send(&SendMessage::new(*body)).unwrap();
+    }
+}
+
+#[test]
+fn send_receive_delete_with_digests_and_attributes() {
+    let env = env();
+    let q = env.standard("jobs");
+    let message = SendMessage {
+        body: "hello".into(),
+        attributes: vec![MessageAttribute {
+            name: "kind".into(),
+            data_type: "String".into(),
+            value: AttributeValue::String("greeting".into()),
+        }],
+        ..SendMessage::default()
+    };
+    let sent = q.send(&message).unwrap();
+    assert_eq!(sent.md5_of_body, "5d41402abc4b2a76b9719d911017c592");
+    assert!(sent.md5_of_message_attributes.is_some());
+    assert_eq!(sent.sequence_number, None);
+
+    let got = receive(&q, 10);
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.message_id, sent.message_id);
+    assert_eq!(m.body, "hello");
+    assert_eq!(m.md5_of_body, sent.md5_of_body);
+    assert_eq!(m.md5_of_message_attributes, sent.md5_of_message_attributes);
+    assert_eq!(m.message_attributes, message.attributes);
+    assert_eq!(m.receive_count, 1);
+    assert_eq!(m.sent_timestamp, T0);
+    assert_eq!(m.first_receive_timestamp, T0);
+
+    // Invisible to every other receiver, in this handle and another.
+    assert!(receive(&q, 10).is_empty());
+    assert!(receive(&env.reopen("jobs"), 10).is_empty());
+    q.delete(&m.receipt_handle).unwrap();
+    env.clock.advance(60_000);
+    assert!(receive(&q, 10).is_empty(), "deleted messages never return");
+    // Deleting again succeeds without effect, as in SQS.
+    q.delete(&m.receipt_handle).unwrap();
+}
+
+#[test]
+fn visibility_timeout_expiry_returns_the_message_with_a_new_handle() {
+    let env = env();
+    let q = env.standard("jobs");
+    send_all(&q, &["a"]);
+    let first = receive(&q, 1).remove(0);
+    env.clock.advance(29_999);
+    assert!(receive(&q, 1).is_empty(), "still within the 30 s default");
+    env.clock.advance(1);
+    // Another process receives it once the timeout is over.
+    let other = env.reopen("jobs");
+    let second = receive(&other, 1).remove(0);
+    assert_eq!(second.message_id, first.message_id);
+    assert_eq!(second.receive_count, 2);
+    assert_eq!(second.first_receive_timestamp, T0);
+    assert_ne!(second.receipt_handle, first.receipt_handle);
+    // The stale handle deletes nothing (SQS: succeeds, message stays).
+    q.delete(&first.receipt_handle).unwrap();
+    env.clock.advance(30_000);
+    let third = receive(&q, 1).remove(0);
+    assert_eq!(third.receive_count, 3);
+    q.delete(&third.receipt_handle).unwrap();
+    env.clock.advance(30_000);
+    assert!(receive(&other, 1).is_empty());
+}
+
+#[test]
+fn change_visibility_rules() {
+    let env = env();
+    let q = env.standard("jobs");
+    send_all(&q, &["a"]);
+    let m = receive(&q, 1).remove(0);
+    // Extend to 10 minutes: still invisible after the default 30 s.
+    q.change_visibility(&m.receipt_handle, Duration::from_secs(600))
+        .unwrap();
+    env.clock.advance(31_000);
+    assert!(receive(&q, 1).is_empty());
+    // Zero makes it visible now.
+    q.change_visibility(&m.receipt_handle, Duration::ZERO)
+        .unwrap();
+    let again = receive(&q, 1).remove(0);
+    assert_eq!(again.receive_count, 2);
+    q.change_visibility(&again.receipt_handle, Duration::from_secs(11 * 3600 + 1800))
+        .unwrap();
+    // The first handle is stale now.
+    assert!(matches!(
+        q.change_visibility(&m.receipt_handle, Duration::from_secs(5)),
+        Err(Error::MessageNotInflight(_))
+    ));
+    // At most 12 hours from the first receive in total.
+    env.clock.advance(11 * 3600 * 1000);
+    assert!(matches!(
+        q.change_visibility(&again.receipt_handle, Duration::from_secs(3600)),
+        Err(Error::InvalidArgument(_))
+    ));
+    q.change_visibility(&again.receipt_handle, Duration::from_secs(1800))
+        .unwrap();
+    // Malformed handles.
+    for bad in ["", "nonsense", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        assert!(
+            matches!(q.delete(bad), Err(Error::InvalidReceiptHandle(_))),
+            "{bad:?}"
+        );
+        assert!(matches!(
+            q.change_visibility(bad, Duration::ZERO),
+            Err(Error::InvalidReceiptHandle(_))
+        ));
+    }
+    // A handle of another queue is not this queue's.
+    let other = env.standard("other");
+    send_all(&other, &["x"]);
+    let foreign = receive(&other, 1).remove(0);
+    assert!(matches!(
+        q.delete(&foreign.receipt_handle),
+        Err(Error::InvalidReceiptHandle(_))
+    ));
+}
+
+#[test]
+fn receive_visibility_override_and_batch_limits() {
+    let env = env();
+    let q = env.standard("jobs");
+    send_all(&q, &["1", "2", "3"]);
+    let got = q
+        .receive(&Receive {
+            max_messages: 2,
+            wait: Some(Duration::ZERO),
+            visibility_timeout: Some(Duration::from_secs(5)),
+        })
+        .unwrap();
+    assert_eq!(bodies(&got), ["1", "2"]);
+    env.clock.advance(5_000);
+    assert_eq!(bodies(&receive(&q, 10)), ["1", "2", "3"]);
+    for max in [0, 11] {
+        assert!(matches!(
+            q.receive(&Receive {
+                max_messages: max,
+                ..Receive::default()
+            }),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
+
+#[test]
+fn delayed_messages_wait_and_are_counted() {
+    let env = env();
+    let q = env.standard("jobs");
+    q.send(&SendMessage {
+        body: "later".into(),
+        delay: Some(Duration::from_secs(60)),
+        ..SendMessage::default()
+    })
+    .unwrap();
+    send_all(&q, &["now"]);
+    let counts = q.counts().unwrap();
+    assert_eq!(
+        (counts.visible, counts.delayed, counts.in_flight),
+        (1, 1, 0)
+    );
+    let now = receive(&q, 10);
+    assert_eq!(bodies(&now), ["now"]);
+    let counts = q.counts().unwrap();
+    assert_eq!(
+        (counts.visible, counts.delayed, counts.in_flight),
+        (0, 1, 1)
+    );
+    q.delete(&now[0].receipt_handle).unwrap();
+    env.clock.advance(59_999);
+    assert!(receive(&q, 10).is_empty());
+    env.clock.advance(1);
+    assert_eq!(bodies(&receive(&q, 10)), ["later"]);
+    assert!(matches!(
+        q.send(&SendMessage {
+            body: "x".into(),
+            delay: Some(Duration::from_secs(901)),
+            ..SendMessage::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn queue_delay_applies_to_every_message() {
+    let env = env();
+    let q = env.create(
+        "slow",
+        QueueAttributes {
+            delay: Duration::from_secs(10),
+            ..QueueAttributes::defaults(false)
+        },
+    );
+    send_all(&q, &["a"]);
+    assert!(receive(&q, 1).is_empty());
+    env.clock.advance(10_000);
+    assert_eq!(bodies(&receive(&q, 1)), ["a"]);
+}
+
+#[test]
+fn retention_drops_expired_messages() {
+    let env = env();
+    let q = env.create(
+        "short",
+        QueueAttributes {
+            retention: Duration::from_secs(60),
+            ..QueueAttributes::defaults(false)
+        },
+    );
+    send_all(&q, &["old", "returning"]);
+    // "returning" is received, then expires while in the state.
+    let got = q
+        .receive(&Receive {
+            max_messages: 1,
+            wait: Some(Duration::ZERO),
+            visibility_timeout: Some(Duration::from_secs(1)),
+        })
+        .unwrap();
+    assert_eq!(bodies(&got), ["old"]);
+    env.clock.advance(30_000);
+    send_all(&q, &["young"]);
+    env.clock.advance(30_000);
+    assert_eq!(bodies(&receive(&q, 10)), ["young"]);
+}
+
+#[test]
+fn purge_removes_what_was_sent_before_it() {
+    let env = env();
+    let q = env.standard("jobs");
+    send_all(&q, &["a", "b", "c"]);
+    let in_flight = receive(&q, 1).remove(0);
+    q.purge().unwrap();
+    send_all(&q, &["after"]);
+    env.clock.advance(60_000);
+    assert_eq!(bodies(&receive(&env.reopen("jobs"), 10)), ["after"]);
+    // The purged message's handle deletes nothing and fails nothing.
+    q.delete(&in_flight.receipt_handle).unwrap();
+}
+
+#[test]
+fn state_survives_reopen_and_many_snapshots() {
+    let env = env();
+    let q = env.standard("jobs");
+    let n = 5_000;
+    for i in 0..n {
+        q.send(&SendMessage::new(format!("m{i}"))).unwrap();
+    }
+    // Receive all, delete the even ones: well past one snapshot interval of events.
+    let mut kept = Vec::new();
+    loop {
+        let got = receive(&q, 10);
+        if got.is_empty() {
+            break;
+        }
+        let handles: Vec<&str> = got
+            .iter()
+            .filter(|m| m.body[1..].parse::<u32>().unwrap() % 2 == 0)
+            .map(|m| m.receipt_handle.as_str())
+            .collect();
+        for r in q.delete_batch(&handles).unwrap() {
+            r.unwrap();
+        }
+        kept.extend(
+            got.iter()
+                .filter(|m| m.body[1..].parse::<u32>().unwrap() % 2 == 1)
+                .map(|m| m.body.clone()),
+        );
+    }
+    assert!(
+        env.sim.files().iter().any(|f| f.ends_with("state.snap")),
+        "a snapshot was written"
+    );
+    let other = env.reopen("jobs");
+    let counts = other.counts().unwrap();
+    assert_eq!(counts.in_flight, n / 2);
+    env.clock.advance(30_000);
+    let mut back = Vec::new();
+    loop {
+        let got = receive(&other, 10);
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.iter().all(|m| m.receive_count == 2));
+        back.extend(got.into_iter().map(|m| m.body));
+    }
+    assert_eq!(back, kept);
+}
+
+fn fifo(env: &Env, name: &str, content_dedup: bool) -> Queue {
+    env.create(
+        name,
+        QueueAttributes {
+            content_based_deduplication: content_dedup,
+            ..QueueAttributes::defaults(true)
+        },
+    )
+}
+
+fn fifo_message(body: &str, group: &str, dedup: &str) -> SendMessage {
+    SendMessage {
+        body: body.into(),
+        group_id: Some(group.into()),
+        dedup_id: Some(dedup.into()),
+        ..SendMessage::default()
+    }
+}
+
+#[test]
+fn fifo_orders_within_a_group_and_holds_a_busy_group() {
+    let env = env();
+    let q = fifo(&env, "orders.fifo", false);
+    let mut sequence = Vec::new();
+    for (body, group) in [
+        ("a1", "a"),
+        ("b1", "b"),
+        ("a2", "a"),
+        ("b2", "b"),
+        ("a3", "a"),
+    ] {
+        let sent = q.send(&fifo_message(body, group, body)).unwrap();
+        sequence.push(sent.sequence_number.unwrap());
+    }
+    let mut sorted = sequence.clone();
+    sorted.sort();
+    assert_eq!(sequence, sorted, "sequence numbers increase");
+
+    // One receive of one message: a1. Group a is now held; b goes ahead.
+    let a1 = receive(&q, 1).remove(0);
+    assert_eq!(a1.body, "a1");
+    assert_eq!(a1.group_id.as_deref(), Some("a"));
+    assert_eq!(a1.dedup_id.as_deref(), Some("a1"));
+    assert_eq!(a1.sequence_number.as_deref(), Some(sequence[0].as_str()));
+    let b = receive(&q, 10);
+    assert_eq!(
+        bodies(&b),
+        ["b1", "b2"],
+        "a batch takes a group's messages in order"
+    );
+    assert!(receive(&q, 10).is_empty(), "both groups are in flight");
+    // a1's timeout expires: a1 comes back before a2.
+    env.clock.advance(30_000);
+    let again = receive(&q, 1);
+    assert_eq!(bodies(&again), ["a1"]);
+    q.delete(&again[0].receipt_handle).unwrap();
+    // The expired first handle of a1 is refused on a FIFO queue.
+    assert!(matches!(
+        q.delete(&a1.receipt_handle),
+        Err(Error::MessageNotInflight(_))
+    ));
+    let rest = receive(&q, 10);
+    let of_group = |g: &str| {
+        rest.iter()
+            .filter(|m| m.group_id.as_deref() == Some(g))
+            .map(|m| m.body.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rest.len(), 4);
+    assert_eq!(of_group("a"), ["a2", "a3"]);
+    assert_eq!(of_group("b"), ["b1", "b2"]);
+}
+
+#[test]
+fn fifo_deduplicates_for_five_minutes() {
+    let env = env();
+    let q = fifo(&env, "dedup.fifo", false);
+    let first = q.send(&fifo_message("x", "g", "id-1")).unwrap();
+    env.clock.advance(299_999);
+    // Another process sees the same window.
+    let dup = env
+        .reopen("dedup.fifo")
+        .send(&fifo_message("different body", "g", "id-1"))
+        .unwrap();
+    assert_eq!(dup.message_id, first.message_id);
+    assert_eq!(dup.sequence_number, first.sequence_number);
+    env.clock.advance(1);
+    let later = q.send(&fifo_message("x", "g", "id-1")).unwrap();
+    assert_ne!(later.message_id, first.message_id);
+    env.clock.advance(60_000);
+    assert_eq!(bodies(&receive(&q, 10)), ["x", "x"]);
+
+    let content = fifo(&env, "content.fifo", true);
+    let a = content
+        .send(&SendMessage {
+            body: "same".into(),
+            group_id: Some("g".into()),
+            ..SendMessage::default()
+        })
+        .unwrap();
+    let b = content
+        .send(&SendMessage {
+            body: "same".into(),
+            group_id: Some("h".into()),
+            ..SendMessage::default()
+        })
+        .unwrap();
+    assert_eq!(
+        a.message_id, b.message_id,
+        "SHA-256 of the body is the dedup id"
+    );
+    assert_eq!(receive(&content, 10).len(), 1);
+}
+
+#[test]
+fn fifo_send_rules() {
+    let env = env();
+    let q = fifo(&env, "rules.fifo", false);
+    let cases = [
+        SendMessage {
+            body: "x".into(),
+            dedup_id: Some("d".into()),
+            ..SendMessage::default()
+        },
+        SendMessage {
+            body: "x".into(),
+            group_id: Some("g".into()),
+            ..SendMessage::default()
+        },
+        SendMessage {
+            delay: Some(Duration::from_secs(1)),
+            ..fifo_message("x", "g", "d")
+        },
+        fifo_message("x", "has space", "d"),
+    ];
+    for case in cases {
+        assert!(
+            matches!(q.send(&case), Err(Error::InvalidArgument(_))),
+            "{case:?}"
+        );
+    }
+    assert_eq!(q.counts().unwrap().visible, 0, "nothing was written");
+}
+
+#[test]
+fn send_rejects_bad_bodies_and_oversized_messages_writing_nothing() {
+    let env = env();
+    let q = env.create(
+        "small",
+        QueueAttributes {
+            max_message_bytes: 1024,
+            ..QueueAttributes::defaults(false)
+        },
+    );
+    let batch = [SendMessage::new("fine"), SendMessage::new("x".repeat(1025))];
+    assert!(matches!(
+        q.send_batch(&batch),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        q.send(&SendMessage::new("bad \u{1} char")),
+        Err(Error::InvalidArgument(_))
+    ));
+    q.send(&SendMessage::new("x".repeat(1024))).unwrap();
+    assert_eq!(receive(&q, 10).len(), 1, "only the valid send was stored");
+}
+
+fn with_dlq(env: &Env, max_receives: u32) -> (Queue, Queue) {
+    let dlq = env.standard("dlq");
+    let q = env.create(
+        "work",
+        QueueAttributes {
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receives,
+            }),
+            ..QueueAttributes::defaults(false)
+        },
+    );
+    (q, dlq)
+}
+
+#[test]
+fn dead_letter_queue_receives_after_max_receives_and_redrive_brings_back() {
+    let env = env();
+    let (q, dlq) = with_dlq(&env, 2);
+    let message = SendMessage {
+        body: "poison".into(),
+        attributes: vec![MessageAttribute {
+            name: "n".into(),
+            data_type: "Number".into(),
+            value: AttributeValue::String("1".into()),
+        }],
+        ..SendMessage::default()
+    };
+    let sent = q.send(&message).unwrap();
+    for count in 1..=2 {
+        let m = receive(&q, 1).remove(0);
+        assert_eq!(m.receive_count, count);
+        env.clock.advance(30_000);
+    }
+    // The third receive would pass max receives: the message moves instead.
+    assert!(receive(&q, 1).is_empty());
+    assert_eq!(q.counts().unwrap().visible, 0);
+    let dead = receive(&dlq, 1).remove(0);
+    assert_eq!(dead.message_id, sent.message_id);
+    assert_eq!(dead.body, "poison");
+    assert_eq!(dead.message_attributes, message.attributes);
+    assert_eq!(
+        dead.sent_timestamp, T0,
+        "the original sent timestamp is kept"
+    );
+    assert_eq!(dead.receive_count, 3, "the receive count carries over");
+    env.clock.advance(30_000);
+
+    assert_eq!(dlq.redrive(None).unwrap(), 1);
+    assert!(receive(&dlq, 10).is_empty());
+    let back = receive(&q, 1).remove(0);
+    assert_eq!(back.message_id, sent.message_id);
+    assert_eq!(back.receive_count, 1, "a redrive starts the count again");
+}
