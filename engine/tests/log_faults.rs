@@ -614,3 +614,45 @@ fn a_head_naming_a_segment_that_does_not_exist_is_only_a_hint() {
     let log = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
     assert_holds(&log, 0, last + 5);
 }
+
+/// Shared writers: one that dies in a roll after creating the next segment, before publishing
+/// the head, must not leave the others appending those offsets to the old segment with an
+/// empty segment file above them (which made readers skip the records once a later roll
+/// published a newer segment).
+#[test]
+fn a_shared_writer_that_dies_mid_roll_leaves_a_consistent_log() {
+    use shoal_engine::log::WriterLock;
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..small_options(Durability::Always)
+    };
+    let first = open_sim(&storage, &clock, &options);
+    let second = open_sim(&storage, &clock, &options);
+    append_records(&first, 3, 3);
+    // The first writer's roll creates segment 3 (fsyncs: old segment, old index, new segment)
+    // and fails creating its index: as if it died there, before the head names segment 3.
+    storage.fail_sync_after(3);
+    assert!(first.roll().is_err());
+    assert!(storage.exists(&segment_file(&sim_dir(), 3)));
+    drop(first);
+    // The other writer carries on at offset 3, then rolls.
+    assert_eq!(append_bodies(&second, &batch(3, 2)).unwrap(), 3);
+    second.roll().unwrap();
+    assert_eq!(append_bodies(&second, &batch(5, 1)).unwrap(), 5);
+    assert_holds(&second, 0, 6);
+    let reader = LogReader::open(Arc::new(storage.clone()), sim_dir()).unwrap();
+    let offsets: Vec<u64> = reader
+        .read(3, ReadLimit::records(10))
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, vec![3, 4]);
+    drop(second);
+    for plan in [CrashPlan::ProcessCrash, CrashPlan::PowerLoss] {
+        let log = open_sim(&storage.crash(plan), &clock, &options);
+        assert_holds(&log, 0, 6);
+    }
+}

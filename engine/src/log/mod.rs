@@ -601,6 +601,7 @@ impl Inner {
         let head_path = self.dir.join(segment::HEAD_FILE);
         let head_file = Arc::clone(&guard(&self.head).file);
         let head = reader::read_head(&*head_file, &head_path)?;
+        self.remove_unpublished_segments(head.active_base)?;
         let mut writer = guard(&self.writer);
         let w = &mut *writer;
         if head.active_base != w.active.base {
@@ -639,6 +640,36 @@ impl Inner {
         }
         guard(&self.head).head = head;
         Ok(())
+    }
+
+    /// Removes segment and index files above the head's active segment. Under the writer lock
+    /// they can only be left by a writer that died in a roll (or whose roll failed) before the
+    /// head named them: they hold nothing committed, and the offsets they were created for are
+    /// about to be appended to the head's active segment. Left in place, they would sit between
+    /// those records and the next segment once a later roll publishes one, and readers (which
+    /// look for an offset in the segment with the highest base at or below it) would skip them.
+    fn remove_unpublished_segments(&self, active_base: u64) -> Result<()> {
+        let listing = segment::list(&*self.storage, &self.dir)?;
+        let segments = listing.segments.iter().filter(|&&b| b > active_base);
+        let indexes = listing.indexes.iter().filter(|&&b| b > active_base);
+        let paths: Vec<PathBuf> = segments
+            .map(|&b| segment::segment_path(&self.dir, b))
+            .chain(indexes.map(|&b| segment::index_path(&self.dir, b)))
+            .collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        for path in &paths {
+            match self.storage.remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", path, e));
+                }
+                _ => {}
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync", &self.dir, e))
     }
 
     fn check_poison(&self) -> Result<()> {
