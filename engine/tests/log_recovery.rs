@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 
 use common::*;
 use shoal_engine::clock::{ManualClock, SystemClock};
-use shoal_engine::log::{Durability, Entry, Log, LogOptions, LogReader, ReadLimit};
+use shoal_engine::log::{
+    CheckReport, Durability, Entry, Log, LogOptions, LogReader, ReadLimit, check,
+};
 use shoal_engine::storage::{CrashPlan, FsStorage, SharedStorage, SimStorage, Storage};
 use shoal_engine::{CorruptionKind, Error};
 
@@ -357,4 +359,44 @@ fn every_file_of_a_log_survives_power_loss_after_open() {
         );
     }
     drop(log);
+}
+
+/// Recovery kept an index entry pointing at the first frame of a torn batch (complete itself,
+/// the batch not), at what became the end of the segment, and did not rewrite the index
+/// because the number of entries had not changed: the entry then named the next batch
+/// appended there with the torn batch's timestamp.
+#[test]
+fn an_index_entry_at_a_torn_batch_is_dropped() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        index_interval_bytes: 1,
+        ..small_options(Durability::Never)
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 2, 2); // at byte 64: no entry
+    log.sync().unwrap();
+    let torn_at = storage.contents(&segment_file(&sim_dir(), 0)).unwrap().len();
+    append_records(&log, 3, 3); // an entry at `torn_at`
+    drop(log);
+    // Power loss keeping the batch's first frame whole and a few bytes of the second; the
+    // index keeps its (never fsynced) entry.
+    let first_frame = 32 + payload(2).len() as u64;
+    let after = storage.crash(CrashPlan::PowerLossKeeping {
+        bytes: first_frame + 5,
+    });
+    clock.advance(5_000);
+    let log = open_sim(&after, &clock, &options);
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(log.recovery_report().truncated_bytes, first_frame + 5);
+    let index = after
+        .contents(&sim_dir().join(format!("{:020}.index", 0)))
+        .unwrap();
+    assert_eq!(index.len(), 64, "no entry at or past the end of the segment");
+    // The next batch lands where the torn one started, at a later time.
+    append_records(&log, 3, 3);
+    drop(log);
+    let mut report = CheckReport::default();
+    check(&after, &sim_dir(), &mut report).unwrap();
+    assert_eq!(report.problems, vec![]);
 }

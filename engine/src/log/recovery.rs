@@ -267,7 +267,7 @@ fn recover_active(
             Vec::new()
         }
     };
-    let entries_on_disk = entries.len();
+    let on_disk = entries.clone();
     let mut scan_from = (header_len, base, header.base_timestamp_ms);
     while let Some(last) = entries.last() {
         let position = u64::from(last.position);
@@ -279,7 +279,7 @@ fn recover_active(
         entries.pop();
     }
     let (start, start_offset, start_ts) = scan_from;
-    let kept_entries = entries.len();
+    let mut rebuilt = 0;
 
     // Scan the tail. Every position the scan starts from is a batch boundary.
     let tail = read_all(&*file, &path, start, file_len)?;
@@ -307,9 +307,14 @@ fn recover_active(
             valid_end = position + frame.frame_len as u64;
             next_offset = frame.offset + 1;
             last_ts = last_ts.max(frame.timestamp_ms);
+            rebuilt += pending.len();
             entries.append(&mut pending);
         }
     }
+    // The entry the scan started from may name the first frame of a batch that did not
+    // complete: its position is the valid end, where the next batch will go. An entry names
+    // a record that is kept, or goes.
+    entries.retain(|e| u64::from(e.position) < valid_end);
     if valid_end < synced_len {
         let at = match scan.stop() {
             Some(Stop::Corrupt { position, .. } | Stop::Incomplete { position, .. }) => *position,
@@ -324,7 +329,7 @@ fn recover_active(
     report.scanned_from = start;
     report.scanned_bytes = file_len - start;
     report.truncated_bytes = file_len - valid_end;
-    report.index_entries_rebuilt = (entries.len() - kept_entries) as u64;
+    report.index_entries_rebuilt = rebuilt as u64;
 
     if valid_end < file_len {
         // Only bytes past the committed length go: no reader has been told they exist.
@@ -334,14 +339,22 @@ fn recover_active(
     // Adopt what survived as durable, so the head can say all of it is synced.
     file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
 
-    let entries_changed = entries.len() != entries_on_disk
-        || index_len != header_len + (entries_on_disk * INDEX_ENTRY_LEN) as u64;
+    // Compare contents, not counts: the walk back may have dropped entries the scan then
+    // replaced with as many different ones.
+    let same = entries
+        .iter()
+        .zip(&on_disk)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let entries_changed = same != entries.len()
+        || same != on_disk.len()
+        || index_len != header_len + (on_disk.len() * INDEX_ENTRY_LEN) as u64;
     if entries_changed {
-        let mut bytes = Vec::with_capacity((entries.len() - kept_entries) * INDEX_ENTRY_LEN);
-        for entry in entries.get(kept_entries..).unwrap_or_default() {
+        let mut bytes = Vec::with_capacity((entries.len() - same) * INDEX_ENTRY_LEN);
+        for entry in entries.get(same..).unwrap_or_default() {
             bytes.extend_from_slice(&entry.encode());
         }
-        let at = header_len + (kept_entries * INDEX_ENTRY_LEN) as u64;
+        let at = header_len + (same * INDEX_ENTRY_LEN) as u64;
         index_file
             .write_all_at(&bytes, at)
             .map_err(|e| Error::io("write", &index_path, e))?;
