@@ -376,7 +376,10 @@ fn an_index_entry_at_a_torn_batch_is_dropped() {
     let log = open_sim(&storage, &clock, &options);
     append_records(&log, 2, 2); // at byte 64: no entry
     log.sync().unwrap();
-    let torn_at = storage.contents(&segment_file(&sim_dir(), 0)).unwrap().len();
+    let torn_at = storage
+        .contents(&segment_file(&sim_dir(), 0))
+        .unwrap()
+        .len();
     append_records(&log, 3, 3); // an entry at `torn_at`
     drop(log);
     // Power loss keeping the batch's first frame whole and a few bytes of the second; the
@@ -389,10 +392,16 @@ fn an_index_entry_at_a_torn_batch_is_dropped() {
     let log = open_sim(&after, &clock, &options);
     assert_eq!(log.next_offset(), 2);
     assert_eq!(log.recovery_report().truncated_bytes, first_frame + 5);
+    let segment = after.contents(&segment_file(&sim_dir(), 0)).unwrap();
+    assert_eq!(segment.len(), torn_at);
     let index = after
         .contents(&sim_dir().join(format!("{:020}.index", 0)))
         .unwrap();
-    assert_eq!(index.len(), 64, "no entry at or past the end of the segment");
+    assert_eq!(
+        index.len(),
+        64,
+        "no entry at or past the end of the segment"
+    );
     // The next batch lands where the torn one started, at a later time.
     append_records(&log, 3, 3);
     drop(log);
