@@ -409,3 +409,50 @@ fn an_index_entry_at_a_torn_batch_is_dropped() {
     check(&after, &sim_dir(), &mut report).unwrap();
     assert_eq!(report.problems, vec![]);
 }
+
+/// A segment whose creation was interrupted gets its header written again at open. Its base
+/// timestamp was the head's last timestamp, or 0 without a head: the sealed segment before it
+/// then looked a half-century old to age retention, which deleted its fresh records.
+#[test]
+fn a_rewritten_segment_header_never_makes_fresh_records_look_old() {
+    use shoal_engine::log::Retention;
+    use std::time::Duration;
+    let hour = Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        max_bytes: None,
+    };
+    // Without a head, at the same time as the records.
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(10_000_000);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 5, 5);
+    drop(log);
+    storage.put_file(&segment_file(&sim_dir(), 5), &[0u8; 10]);
+    storage.remove_file(&sim_dir().join("head")).unwrap();
+    clock.advance(1_000);
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.segments().unwrap(), vec![0, 5]);
+    let report = log.enforce_retention(&hour).unwrap();
+    assert!(report.removed_segments.is_empty(), "{report:?}");
+    assert_holds(&log, 0, 5);
+    drop(log);
+
+    // Without a head, with the clock stepped back since the records were written: the new
+    // segment still starts no earlier than the records before it, so time lookups find them.
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(10_000_000);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 5, 5);
+    drop(log);
+    storage.put_file(&segment_file(&sim_dir(), 5), &[0u8; 10]);
+    storage.remove_file(&sim_dir().join("head")).unwrap();
+    clock.set(5_000);
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.reader().offset_at_time(6_000).unwrap(), 0);
+    assert_eq!(log.reader().offset_at_time(10_000_000).unwrap(), 0);
+    assert_eq!(log.reader().offset_at_time(10_000_001).unwrap(), 5);
+    append_records(&log, 1, 1);
+    let batch = log.read(5, ReadLimit::records(1)).unwrap();
+    assert!(batch.iter().next().unwrap().timestamp_ms >= 10_000_000);
+}

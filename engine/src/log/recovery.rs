@@ -93,7 +93,25 @@ pub(super) fn open_for_write(
             .map_err(|e| Error::io("fsync", dir, e))?;
     }
     let head = read_head(storage, dir);
-    let writer = recover_active(storage, dir, active_base, head, options, &mut report)?;
+    // What a segment header recovery has to write again may take as its base timestamp.
+    let earliest_base_ts = || {
+        let previous = sealed
+            .last()
+            .and_then(|&base| last_timestamp(storage, dir, base));
+        clock
+            .now_ms()
+            .max(head.map_or(0, |h| h.last_timestamp_ms))
+            .max(previous.unwrap_or(0))
+    };
+    let writer = recover_active(
+        storage,
+        dir,
+        active_base,
+        head,
+        earliest_base_ts,
+        options,
+        &mut report,
+    )?;
     let start_offset = listing.segments.first().copied().unwrap_or(active_base);
     Ok(Opened {
         writer,
@@ -196,6 +214,7 @@ fn recover_active(
     dir: &Path,
     base: u64,
     head: Option<Head>,
+    base_ts: impl FnOnce() -> u64,
     options: &LogOptions,
     report: &mut RecoveryReport,
 ) -> Result<Writer> {
@@ -230,13 +249,16 @@ fn recover_active(
 
     // A segment no longer than its header holds no record. If its header does not check out
     // and the head does not vouch for it, the process died while creating it: write it again.
+    // Its base timestamp must not be before any record of the segment before it (age retention
+    // drops that one once this one's base timestamp is old enough) and no record will be
+    // before it: now, or later if the clock stepped back.
     let header = match segment::read_header(&*file, &path, FileKind::Segment, base) {
         Ok(header) => header,
         Err(_) if file_len <= header_len && synced_len <= header_len => {
             let header = FileHeader {
                 kind: FileKind::Segment,
                 base_offset: base,
-                base_timestamp_ms: head.map_or(0, |h| h.last_timestamp_ms),
+                base_timestamp_ms: base_ts(),
             };
             segment::create_with_header(storage, &path, &header)?;
             header
@@ -383,6 +405,32 @@ fn recover_active(
         frames: Vec::new(),
         entries: Vec::new(),
     })
+}
+
+/// The timestamp of the last record of the sealed segment `base`, read from its last index
+/// entry that checks out (or its start) to its end; `None` if it cannot be read.
+fn last_timestamp(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u64> {
+    let path = segment::segment_path(dir, base);
+    let (file, len) = segment::open_sized(storage, &path, OpenMode::Read).ok()?;
+    let header = segment::read_header(&*file, &path, FileKind::Segment, base).ok()?;
+    let mut from = FILE_HEADER_LEN as u64;
+    let index_path = segment::index_path(dir, base);
+    if let Ok((index, index_len)) = segment::open_sized(storage, &index_path, OpenMode::Read)
+        && let Ok(body) = read_all(&*index, &index_path, FILE_HEADER_LEN as u64, index_len)
+    {
+        let entries = index::decode_entries(&body, HEADER_LEN_U32, len);
+        if let Some(entry) = entries.iter().rev().find(|e| {
+            frame_at(&*file, u64::from(e.position), len)
+                == Some((base + u64::from(e.rel_offset), e.timestamp_ms))
+        }) {
+            from = u64::from(entry.position);
+        }
+    }
+    let tail = read_all(&*file, &path, from, len).ok()?;
+    let last = FrameScan::new(&tail, from, 0)
+        .map(|(_, frame)| frame.timestamp_ms)
+        .max();
+    Some(last.unwrap_or(0).max(header.base_timestamp_ms))
 }
 
 /// Index entries for a whole segment held in `bytes`: one at the first batch start at least
