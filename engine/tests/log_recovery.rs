@@ -456,3 +456,35 @@ fn a_rewritten_segment_header_never_makes_fresh_records_look_old() {
     let batch = log.read(5, ReadLimit::records(1)).unwrap();
     assert!(batch.iter().next().unwrap().timestamp_ms >= 10_000_000);
 }
+
+/// A head written by a newer format version (its checksum holds: not damage) refuses the open
+/// with a typed error, and is left as it is; it used to be taken for a damaged head and
+/// overwritten. A damaged head is still only a hint.
+#[test]
+fn a_head_of_a_newer_format_version_is_refused_not_overwritten() {
+    use shoal_engine::codec::crc;
+    use shoal_engine::codec::head::{HEAD_CRC_OFFSET, HEAD_VERSION_OFFSET};
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 5);
+    drop(log);
+    let head = sim_dir().join("head");
+    let mut bytes = storage.contents(&head).unwrap();
+    bytes[HEAD_VERSION_OFFSET..HEAD_VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
+    let sum = crc::masked(&bytes[..HEAD_CRC_OFFSET]);
+    bytes[HEAD_CRC_OFFSET..HEAD_CRC_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
+    storage.put_file(&head, &bytes);
+    let err = try_open_sim(&storage, &clock, &options).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedVersion { file, found: 2, .. } if *file == head),
+        "{err}"
+    );
+    assert_eq!(storage.contents(&head).unwrap(), bytes);
+    // The same version bytes without a matching checksum are damage: a hint, ignored.
+    bytes[HEAD_CRC_OFFSET] ^= 1;
+    storage.put_file(&head, &bytes);
+    let log = open_sim(&storage, &clock, &options);
+    assert_holds(&log, 0, 10);
+}

@@ -17,10 +17,11 @@ use super::scan::{FrameScan, Stop};
 use super::segment::{self, Listing};
 use super::{Active, LogOptions, Writer};
 use crate::clock::Clock;
-use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
-use crate::codec::head::{HEAD_LEN, Head};
+use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
+use crate::codec::head::{HEAD_CRC_OFFSET, HEAD_LEN, Head};
 use crate::codec::index::{self, INDEX_ENTRY_LEN, IndexEntry};
 use crate::codec::record::{self, Decoded};
+use crate::codec::{FORMAT_VERSION, crc};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
@@ -62,6 +63,8 @@ pub(super) fn open_for_write(
     options: &LogOptions,
 ) -> Result<Opened> {
     let mut report = RecoveryReport::default();
+    // First: a head of a newer format refuses the open before anything is changed.
+    let head = read_head(storage, dir)?;
     let mut listing = segment::list(storage, dir)?;
     remove_leftovers(storage, dir, &listing, &mut report)?;
     let created = listing.segments.is_empty();
@@ -92,7 +95,6 @@ pub(super) fn open_for_write(
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync", dir, e))?;
     }
-    let head = read_head(storage, dir);
     // What a segment header recovery has to write again may take as its base timestamp.
     let earliest_base_ts = || {
         let previous = sealed
@@ -172,14 +174,32 @@ pub(super) fn create_segment_files(
     Ok((file, index))
 }
 
-/// The head file, if it exists and decodes. A damaged head only makes recovery more cautious.
-fn read_head(storage: &dyn Storage, dir: &Path) -> Option<Head> {
-    let file = storage
-        .open(&dir.join(segment::HEAD_FILE), OpenMode::Read)
-        .ok()?;
+/// The head file, if it exists and decodes. A damaged head only makes recovery more cautious,
+/// but one written by a newer format version (its checksum holds, so it is not damage) is
+/// refused: the open would overwrite it.
+fn read_head(storage: &dyn Storage, dir: &Path) -> Result<Option<Head>> {
+    let path = dir.join(segment::HEAD_FILE);
+    let Ok(file) = storage.open(&path, OpenMode::Read) else {
+        return Ok(None);
+    };
     let mut buf = [0u8; HEAD_LEN];
-    file.read_exact_at(&mut buf, 0).ok()?;
-    Head::decode(&buf).ok()
+    if file.read_exact_at(&mut buf, 0).is_err() {
+        return Ok(None);
+    }
+    match Head::decode(&buf) {
+        Ok(head) => Ok(Some(head)),
+        Err(HeaderError::Version(found))
+            if found > FORMAT_VERSION
+                && buf[HEAD_CRC_OFFSET..] == crc::masked(&buf[..HEAD_CRC_OFFSET]).to_le_bytes() =>
+        {
+            Err(Error::UnsupportedVersion {
+                file: path,
+                found,
+                supported: FORMAT_VERSION,
+            })
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 fn read_all(file: &dyn StorageFile, path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
