@@ -488,3 +488,31 @@ fn a_head_of_a_newer_format_version_is_refused_not_overwritten() {
     let log = open_sim(&storage, &clock, &options);
     assert_holds(&log, 0, 10);
 }
+
+/// Open removes compaction temporaries (`{base}.log.compact`, `{base}.index.compact`) and
+/// nothing else: a foreign file whose name merely ends in `compact` used to be deleted too.
+#[test]
+fn open_removes_only_real_compaction_temporaries() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = small_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 5);
+    drop(log);
+    let temp = sim_dir().join(format!("{:020}.log.compact", 0));
+    storage.put_file(&temp, b"partial");
+    let foreign: Vec<_> = ["recompact", "notes.compact", "00000000000000000000.compact"]
+        .iter()
+        .map(|n| sim_dir().join(n))
+        .collect();
+    for path in &foreign {
+        storage.put_file(path, b"not ours");
+    }
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(log.recovery_report().removed_files, vec![temp.clone()]);
+    assert!(!storage.exists(&temp));
+    for path in &foreign {
+        assert_eq!(storage.contents(path).unwrap(), b"not ours");
+    }
+    assert_holds(&log, 0, 10);
+}

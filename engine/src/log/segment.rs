@@ -61,8 +61,16 @@ pub fn parse_file_name(name: &OsStr) -> LogFileName {
     let Some(name) = name.to_str() else {
         return LogFileName::Other;
     };
-    if name.ends_with(COMPACT_SUFFIX) && name.len() > COMPACT_SUFFIX.len() {
-        return LogFileName::CompactTemp;
+    // Only what `compact_path` makes of a segment or index name: recovery removes these, so a
+    // foreign file that merely ends in the same letters must not match.
+    if let Some(stem) = name
+        .strip_suffix(COMPACT_SUFFIX)
+        .and_then(|n| n.strip_suffix('.'))
+    {
+        return match parse_file_name(OsStr::new(stem)) {
+            LogFileName::Segment(_) | LogFileName::Index(_) => LogFileName::CompactTemp,
+            _ => LogFileName::Other,
+        };
     }
     let Some((stem, ext)) = name.split_once('.') else {
         return LogFileName::Other;
@@ -215,9 +223,18 @@ mod tests {
             parse_file_name(c.file_name().unwrap()),
             LogFileName::CompactTemp
         );
+        assert_eq!(
+            parse_file_name(compact_path(&i).file_name().unwrap()),
+            LogFileName::CompactTemp
+        );
         for other in [
             "LOCK",
             "head",
+            "recompact",
+            "notes.compact",
+            "00000000000000000042.compact",
+            "00000000000000000042.logcompact",
+            "00000000000000000042.log.compact.compact",
             "42.log",
             "0000000000000000004x.log",
             "00000000000000000042.txt",
