@@ -67,7 +67,7 @@ pub struct LogOptions {
     /// retention can drop whole segments.
     pub segment_age_max: Option<Duration>,
     /// An index entry is written for the first record of a batch that starts at least this
-    /// many bytes after the previous entry (default 4 KiB).
+    /// many bytes after the previous entry (default 4 KiB; at least 1).
     pub index_interval_bytes: u32,
     /// Largest header plus payload of one record (default 16 MiB; at most 64 MiB).
     pub max_record_bytes: u32,
@@ -276,6 +276,13 @@ impl Log {
                 "max_record_bytes {} exceeds the format's limit of {MAX_PAYLOAD_LEN}",
                 options.max_record_bytes
             )));
+        }
+        if options.index_interval_bytes == 0 {
+            // Entries are "at least this many bytes apart": 0 would ask for two at one
+            // position, which the writer, recovery and index rebuilds each settled differently.
+            return Err(Error::InvalidArgument(
+                "index_interval_bytes must be at least 1".into(),
+            ));
         }
         if options.segment_bytes_max > u64::from(u32::MAX) / 2 {
             return Err(Error::InvalidArgument(
@@ -1019,7 +1026,23 @@ mod tests {
             segment_bytes_max: 4 << 30,
             ..LogOptions::default()
         };
-        assert!(Log::open(Arc::new(storage.clone()), clock, "/l", huge_segments).is_err());
+        assert!(
+            Log::open(
+                Arc::new(storage.clone()),
+                clock.clone(),
+                "/l",
+                huge_segments
+            )
+            .is_err()
+        );
+        let no_interval = LogOptions {
+            index_interval_bytes: 0,
+            ..LogOptions::default()
+        };
+        assert!(matches!(
+            Log::open(Arc::new(storage.clone()), clock, "/l", no_interval),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(storage.files().is_empty());
     }
 }
