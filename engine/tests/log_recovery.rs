@@ -516,3 +516,32 @@ fn open_removes_only_real_compaction_temporaries() {
     }
     assert_holds(&log, 0, 10);
 }
+
+/// `check` holds an index's header to its file name, as it does a segment's: an index of
+/// another segment under this segment's name is reported.
+#[test]
+fn check_reports_an_index_whose_base_offset_is_not_its_name() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = LogOptions {
+        index_interval_bytes: 1 << 20,
+        ..small_options(Durability::Always)
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 100, 5);
+    let segments = log.segments().unwrap();
+    drop(log);
+    let (a, b) = (segments[0], segments[1]);
+    let index = |base: u64| sim_dir().join(format!("{base:020}.index"));
+    let mut report = CheckReport::default();
+    check(&storage, &sim_dir(), &mut report).unwrap();
+    assert_eq!(report.problems, vec![]);
+    let other = storage.contents(&index(a)).unwrap();
+    assert_eq!(other.len(), 64, "header only");
+    storage.put_file(&index(b), &other);
+    let mut report = CheckReport::default();
+    check(&storage, &sim_dir(), &mut report).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, index(b));
+    assert_eq!(report.problems[0].offset, 0);
+}

@@ -208,11 +208,27 @@ fn check_index(
     }
     let bytes = read_file(storage, &path)?;
     report.files += 1;
-    if let Err(e) = FileHeader::decode(FileKind::Index, &bytes) {
-        report
-            .problems
-            .push(Problem::from_error(&segment::header_error(&path, e), &path));
-        return Ok(());
+    match FileHeader::decode(FileKind::Index, &bytes) {
+        Err(e) => {
+            report
+                .problems
+                .push(Problem::from_error(&segment::header_error(&path, e), &path));
+            return Ok(());
+        }
+        Ok(header) if header.base_offset != base => {
+            // Another segment's index under this name: its entries are relative to another
+            // base, so they are not held to this segment's records.
+            report.problems.push(Problem::new(
+                &path,
+                0,
+                CorruptionKind::BaseMismatch {
+                    expected: base,
+                    found: header.base_offset,
+                },
+            ));
+            return Ok(());
+        }
+        Ok(_) => {}
     }
     let body = bytes.get(FILE_HEADER_LEN..).unwrap_or_default();
     for (i, chunk) in body.chunks_exact(INDEX_ENTRY_LEN).enumerate() {
