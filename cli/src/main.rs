@@ -3,6 +3,7 @@
 
 mod check;
 mod consume;
+mod queue;
 mod stream;
 mod util;
 
@@ -43,6 +44,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, list, inspect, configure, purge and delete SQS-style queues.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Send a message to a queue; prints its id and MD5 digests once it is durable.
+    Send(queue::SendArgs),
+    /// Receive up to 10 messages from a queue (they stay invisible to other receivers for
+    /// their visibility timeout); prints nothing if there is none.
+    Receive(queue::ReceiveArgs),
+    /// Delete received messages by their receipt handles.
+    Delete(queue::DeleteArgs),
+    /// Change a received message's visibility timeout.
+    ChangeVisibility(queue::ChangeVisibilityArgs),
+    /// Move a dead-letter queue's messages back to their source queue (or --to another).
+    Redrive(queue::RedriveArgs),
+    /// Run a command per message of a queue: exit 0 deletes the message, anything else leaves
+    /// it to come back after its visibility timeout.
+    Worker(queue::WorkerArgs),
     /// Create, list, describe, delete and configure Kinesis-style streams.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
@@ -90,6 +108,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     let dir = DataDir::open(&path)?;
     match &cli.command {
+        Command::Queue(command) => queue::run_queue(&dir, cli.output, command)?,
+        Command::Send(args) => queue::run_send(&dir, cli.output, args)?,
+        Command::Receive(args) => queue::run_receive(&dir, cli.output, args)?,
+        Command::Delete(args) => queue::run_delete(&dir, args)?,
+        Command::ChangeVisibility(args) => queue::run_change_visibility(&dir, args)?,
+        Command::Redrive(args) => queue::run_redrive(&dir, cli.output, args)?,
+        Command::Worker(args) => queue::run_worker(&dir, args)?,
         Command::Stream(command) => stream::run_stream(&dir, cli.output, command)?,
         Command::Put(args) => stream::run_put(&dir, cli.output, args)?,
         Command::Get(args) => stream::run_get(&dir, cli.output, args)?,

@@ -16,7 +16,7 @@ use shoal_engine::stream::{
 };
 
 use crate::Output;
-use crate::util::{emit, invalid, parse_duration, rfc3339_ms};
+use crate::util::{emit, invalid, parse_durability, parse_duration, rfc3339_ms};
 
 /// `shoal stream ...`
 #[derive(Debug, Subcommand)]
@@ -65,26 +65,6 @@ pub struct CreateArgs {
     /// always (fsync before acknowledging), never, or interval:D (fsync every D).
     #[arg(long, default_value = "always", value_parser = parse_durability)]
     durability: DurabilityMode,
-}
-
-fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
-    match text {
-        "always" => Ok(DurabilityMode::Always),
-        "never" => Ok(DurabilityMode::Never),
-        _ => {
-            let Some(every) = text.strip_prefix("interval:") else {
-                return Err(format!(
-                    "invalid durability {text:?}: use always, never or interval:DURATION"
-                ));
-            };
-            let every = parse_duration(every)?;
-            let ms = u64::try_from(every.as_millis()).map_err(|_| "interval too long")?;
-            if ms == 0 {
-                return Err("the interval must be at least 1ms".into());
-            }
-            Ok(DurabilityMode::IntervalMs(ms))
-        }
-    }
 }
 
 const KINESIS_MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use shoal_engine::Error;
+use shoal_engine::durability::DurabilityMode;
 
 /// Exit codes of the CLI contract.
 pub mod exit {
@@ -84,6 +85,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!("invalid duration {text:?} ({e}); use e.g. 500ms, 30s, 15m, 4h, 4d or seconds")
     })
+}
+
+/// Parses a durability mode: `always`, `never` or `interval:DURATION`.
+pub fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
+    match text {
+        "always" => Ok(DurabilityMode::Always),
+        "never" => Ok(DurabilityMode::Never),
+        _ => {
+            let Some(every) = text.strip_prefix("interval:") else {
+                return Err(format!(
+                    "invalid durability {text:?}: use always, never or interval:DURATION"
+                ));
+            };
+            let every = parse_duration(every)?;
+            let ms = u64::try_from(every.as_millis()).map_err(|_| "interval too long")?;
+            if ms == 0 {
+                return Err("the interval must be at least 1ms".into());
+            }
+            Ok(DurabilityMode::IntervalMs(ms))
+        }
+    }
 }
 
 /// Writes one output line and flushes: a line printed is a line the reader can see.
