@@ -244,6 +244,7 @@ impl DataDir {
         }
         check_redrive(dir, attributes)?;
         dir.ensure_dir(&queues_dir(dir).join(name))?;
+        super::handle::create_logs(dir, name, attributes)?;
         let now = dir.clock.now_ms();
         let meta = QueueMeta {
             name: name.to_string(),

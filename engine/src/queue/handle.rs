@@ -265,21 +265,39 @@ enum Decision {
     Move(String),
 }
 
+fn open_logs(
+    dir: &DirInner,
+    path: &std::path::Path,
+    attributes: &QueueAttributes,
+) -> Result<(Log, Log)> {
+    let open_log = |sub: &str, journal: bool| {
+        Log::open(
+            Arc::clone(&dir.storage),
+            Arc::clone(&dir.clock),
+            path.join(sub),
+            log_options(attributes, journal),
+        )
+    };
+    Ok((open_log("messages", false)?, open_log("journal", true)?))
+}
+
+/// Creates a new queue's two logs (before its attributes are written, which is what makes it
+/// exist), so that opening a queue never writes.
+pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttributes) -> Result<()> {
+    let path = queues_dir(dir).join(name);
+    // A leftover of an interrupted create that never got its attributes.
+    for sub in ["messages", "journal"] {
+        dir.remove_tree(&path.join(sub))?;
+    }
+    open_logs(dir, &path, attributes).map(drop)
+}
+
 impl Queue {
     fn open(dir: &Arc<DirInner>, name: &str) -> Result<Queue> {
         let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
-        let open_log = |sub: &str, journal: bool| {
-            Log::open(
-                Arc::clone(&dir.storage),
-                Arc::clone(&dir.clock),
-                path.join(sub),
-                log_options(&attributes, journal),
-            )
-        };
-        let messages = open_log("messages", false)?;
-        let journal = open_log("journal", true)?;
+        let (messages, journal) = open_logs(dir, &path, &attributes)?;
         Ok(Queue {
             dir: Arc::clone(dir),
             name: name.to_string(),
