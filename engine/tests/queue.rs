@@ -581,3 +581,32 @@ fn dead_letter_queue_receives_after_max_receives_and_redrive_brings_back() {
     assert_eq!(back.message_id, sent.message_id);
     assert_eq!(back.receive_count, 1, "a redrive starts the count again");
 }
+
+#[test]
+fn fifo_keeps_group_order_with_many_held_messages() {
+    let env = env();
+    let q = fifo(&env, "held.fifo", false);
+    let send = |body: &str, group: &str| {
+        q.send(&fifo_message(body, group, body)).unwrap();
+    };
+    send("a0", "a");
+    send("b0", "b");
+    let first = receive(&q, 10);
+    assert_eq!(bodies(&first), ["a0", "b0"]);
+    // More held-back messages of busy group b than one receive looks at, then a's.
+    for i in 1..=1100 {
+        send(&format!("b{i}"), "b");
+    }
+    send("a1", "a");
+    send("a2", "a");
+    assert!(receive(&q, 10).is_empty(), "both groups busy");
+    assert!(receive(&q, 10).is_empty(), "both groups busy");
+    q.delete(&first[0].receipt_handle).unwrap();
+    send("a3", "a");
+    assert_eq!(bodies(&receive(&q, 10)), ["a1", "a2", "a3"]);
+    // Group b, once free, comes back in order from its first held message.
+    q.delete(&first[1].receipt_handle).unwrap();
+    let b = receive(&q, 10);
+    let expected: Vec<String> = (1..=10).map(|i| format!("b{i}")).collect();
+    assert_eq!(bodies(&b), expected);
+}

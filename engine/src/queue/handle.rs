@@ -15,12 +15,14 @@
 //! applies them. The journal is written without waiting for the fsync, which happens after the
 //! queue lock is released, so that concurrent receivers and deleters share one fsync too.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use byteorder::{ByteOrder, LittleEndian};
 use sha2::{Digest, Sha256};
 
 use super::attributes::{
@@ -55,6 +57,9 @@ const SNAPSHOT_EVERY: u64 = 4096;
 /// Most message-log records one receive looks at past the cursor (bounds a receive's work,
 /// and a FIFO queue's held-back set, when the front of the queue is all delayed or busy).
 const SCAN_LIMIT: usize = 1024;
+/// Most held-back messages (FIFO messages passed by the scan while their group was busy) a
+/// queue keeps in memory; past it, receives deliver from what is held until groups free up.
+const HELD_LIMIT: usize = 100_000;
 /// Attributes are re-read at most this often by a long-lived handle.
 const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
 /// How often a long poll looks for new messages or state changes.
@@ -174,6 +179,8 @@ pub struct Queue {
     state: Mutex<Option<Loaded>>,
     dedup: Mutex<Dedup>,
     targets: Mutex<HashMap<String, Arc<Queue>>>,
+    /// FIFO: the group served last, so receives take turns between groups.
+    fifo_turn: Mutex<String>,
 }
 
 #[derive(Debug)]
@@ -198,6 +205,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A new message id: a version 4 UUID. Its random bits come from a generator seeded once per
+/// process from the OS (one `getrandom` instead of one per message): splitmix64 is a bijection,
+/// so ids of one process never repeat, and 128-bit seeds keep processes apart.
+fn message_id() -> String {
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    fn splitmix64(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let (a, b) = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let high = splitmix64(a ^ n);
+    let low = splitmix64(b.wrapping_add(n));
+    let mut bytes = [0u8; 16];
+    LittleEndian::write_u64(&mut bytes[..8], high);
+    LittleEndian::write_u64(&mut bytes[8..], low);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn sequence_number(offset: u64) -> String {
@@ -309,6 +340,7 @@ impl Queue {
             state: Mutex::new(None),
             dedup: Mutex::new(Dedup::default()),
             targets: Mutex::new(HashMap::new()),
+            fifo_turn: Mutex::new(String::new()),
         })
     }
 
@@ -406,7 +438,7 @@ impl Queue {
         };
         let (payload, attributes_len) = encode_payload(&m.attributes, m.body.as_bytes());
         let header = MessageHeader {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: message_id(),
             sent_ms: 0, // set when appended
             delay_ms: ms(delay),
             group: m.group_id.clone(),
@@ -1134,14 +1166,41 @@ impl Txn<'_> {
         let mut moves = Vec::new();
         let mut groups = HashMap::new();
 
-        // Messages visible again (or held back before), oldest first.
-        let ready: Vec<Scanned> = self
-            .loaded
-            .state
-            .ready()
-            .take(SCAN_LIMIT)
-            .map(|(offset, slot)| slot.scanned(offset))
-            .collect();
+        // Messages visible again (or held back before): on a standard queue oldest first; on
+        // a FIFO queue group by group, each group's in order, taking turns between receives.
+        let state = &self.loaded.state;
+        let mut fully_visited = HashSet::new();
+        let ready: Vec<Scanned> = if self.attributes.fifo {
+            let mut ready = Vec::new();
+            let after = lock(&queue.fifo_turn).clone();
+            for group in state.ready_groups_from(&after) {
+                if ready.len() >= SCAN_LIMIT {
+                    break;
+                }
+                if state.group_busy(&group) {
+                    continue;
+                }
+                let before = ready.len();
+                ready.extend(
+                    state
+                        .ready_in_group(&group)
+                        .take(max + 1)
+                        .map(|(offset, slot)| slot.scanned(offset)),
+                );
+                if ready.len() - before <= max {
+                    fully_visited.insert(group);
+                } else {
+                    ready.pop();
+                }
+            }
+            ready
+        } else {
+            state
+                .ready()
+                .take(SCAN_LIMIT)
+                .map(|(offset, slot)| slot.scanned(offset))
+                .collect()
+        };
         for m in ready {
             if out.len() == max {
                 break;
@@ -1166,17 +1225,29 @@ impl Txn<'_> {
                         continue;
                     };
                     let (event, message) = self.received(&m, &record, visible_at)?;
+                    if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
+                        group.clone_into(&mut lock(&queue.fifo_turn));
+                    }
                     events.push(event);
                     out.push(message);
                 }
             }
         }
+        // A FIFO group whose held-back messages were not all looked at must not have newer
+        // messages delivered ahead of them.
+        for group in self.loaded.state.ready_groups_from("") {
+            if !fully_visited.contains(&group) {
+                groups.insert(group, false);
+            }
+        }
 
-        // Then never-received messages, in log order.
+        // Then never-received messages, in log order. A FIFO queue stops passing messages
+        // of busy groups once it holds HELD_LIMIT of them, which bounds its memory.
         let mut cursor = self.loaded.state.cursor;
         let mut kept = Vec::new();
         let mut scanned = 0;
-        'scan: while out.len() < max && scanned < SCAN_LIMIT {
+        let held_full = self.attributes.fifo && self.loaded.state.ready_len() >= HELD_LIMIT;
+        'scan: while out.len() < max && scanned < SCAN_LIMIT && !held_full {
             let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
                 Err(Error::OffsetTrimmed { start, .. }) => {
                     cursor = start;
@@ -1426,6 +1497,16 @@ mod tests {
             })
             .unwrap();
         got.into_iter().map(|m| m.body).collect()
+    }
+
+    #[test]
+    fn message_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| message_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(10) {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+        }
     }
 
     #[test]

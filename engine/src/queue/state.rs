@@ -80,6 +80,9 @@ pub struct State {
     ready: BTreeSet<u64>,
     /// FIFO: slots of each group that are in flight or delayed.
     busy_groups: BTreeMap<String, u32>,
+    /// The `ready` slots of each group, in offset order (FIFO receives take a group's
+    /// messages in order, group by group).
+    ready_groups: BTreeMap<String, BTreeSet<u64>>,
     moves: BTreeMap<u64, PendingMove>,
 }
 
@@ -171,7 +174,15 @@ impl State {
                 self.busy_groups.remove(group);
             }
         }
-        self.ready.remove(&offset);
+        if self.ready.remove(&offset)
+            && let Some(group) = &slot.group
+            && let Some(offsets) = self.ready_groups.get_mut(group)
+        {
+            offsets.remove(&offset);
+            if offsets.is_empty() {
+                self.ready_groups.remove(group);
+            }
+        }
     }
 
     fn remove(&mut self, offset: u64) -> Option<Slot> {
@@ -192,6 +203,9 @@ impl State {
             };
             self.unlink(offset, &slot);
             self.ready.insert(offset);
+            if let Some(group) = slot.group {
+                self.ready_groups.entry(group).or_default().insert(offset);
+            }
         }
     }
 
@@ -200,6 +214,39 @@ impl State {
         self.ready
             .iter()
             .filter_map(|o| self.slots.get(o).map(|s| (*o, s)))
+    }
+
+    /// Groups with visible slots behind the cursor, starting after `after` and wrapping
+    /// around, so successive receives serve the groups in turn.
+    pub fn ready_groups_from(&self, after: &str) -> Vec<String> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        self.ready_groups
+            .range::<str, _>((Excluded(after), Unbounded))
+            .chain(
+                self.ready_groups
+                    .range::<str, _>((Unbounded, Included(after))),
+            )
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
+    /// A group's visible slots behind the cursor, in offset order.
+    pub fn ready_in_group(&self, group: &str) -> impl Iterator<Item = (u64, &Slot)> + '_ {
+        self.ready_groups
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| self.slots.get(o).map(|s| (*o, s)))
+    }
+
+    /// True when a group has visible slots behind the cursor.
+    pub fn group_has_ready(&self, group: &str) -> bool {
+        self.ready_groups.contains_key(group)
+    }
+
+    /// Number of visible slots behind the cursor.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
     }
 
     /// A tracked message.
@@ -327,8 +374,16 @@ mod tests {
         // Offset 2 was held back (visible_at 0): ready, but its group is busy with offset 0.
         assert_eq!(s.ready().map(|(o, _)| o).collect::<Vec<_>>(), [2]);
         assert!(s.group_busy("g"));
+        assert!(s.group_has_ready("g"));
+        assert_eq!(
+            s.ready_in_group("g").map(|(o, _)| o).collect::<Vec<_>>(),
+            [2]
+        );
         s.apply(&Event::Deleted { offset: 0 });
         assert!(!s.group_busy("g"));
+        s.apply(&received(2, 1, 100, Some("g")));
+        assert!(!s.group_has_ready("g"));
+        assert!(s.group_busy("g"));
     }
 
     #[test]
