@@ -177,6 +177,12 @@ fn group_commit_shares_fsyncs_between_concurrent_appenders() {
         ) -> io::Result<Box<dyn shoal_engine::storage::LockGuard>> {
             self.0.lock(path, wait)
         }
+        fn open_lock_file(
+            &self,
+            path: &std::path::Path,
+        ) -> io::Result<Box<dyn shoal_engine::storage::LockFile>> {
+            self.0.open_lock_file(path)
+        }
         fn exists(&self, path: &std::path::Path) -> bool {
             self.0.exists(path)
         }

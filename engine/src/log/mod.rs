@@ -43,7 +43,7 @@ use crate::codec::head::Head;
 use crate::codec::index::{INDEX_ENTRY_LEN, IndexEntry};
 use crate::codec::record::{self, FLAG_END_OF_BATCH, FrameFields, MAX_HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::error::{Error, Result};
-use crate::storage::{LockGuard, OpenMode, SharedStorage, StorageFile};
+use crate::storage::{LockFile, LockGuard, OpenMode, SharedStorage, StorageFile};
 
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -230,7 +230,12 @@ struct Inner {
 /// The cross-process writer lock and how many operations of this process are inside it.
 #[derive(Debug)]
 struct FileLock {
+    /// An exclusive writer's lock, held for the handle's lifetime (dropping it releases it).
+    #[expect(dead_code, reason = "held for its Drop, never read")]
     guard: Option<Box<dyn LockGuard>>,
+    /// A shared writer's lock file, kept open and locked while `held`.
+    file: Option<Box<dyn LockFile>>,
+    held: bool,
     users: usize,
 }
 
@@ -241,8 +246,15 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         let mut lock = guard(&self.0.lock);
         lock.users -= 1;
-        if lock.users == 0 && self.0.options.writer_lock == WriterLock::Shared {
-            lock.guard = None;
+        if lock.users == 0 && lock.held {
+            lock.held = false;
+            if let Some(file) = &lock.file
+                && let Err(e) = file.unlock()
+            {
+                // Not released: nothing else may write this log until the process exits, so
+                // make this handle refuse too rather than pretend.
+                self.0.poisoned(Error::io("unlock", &self.0.lock_path, e));
+            }
         }
     }
 }
@@ -253,6 +265,15 @@ pub struct Log {
     inner: Arc<Inner>,
     syncer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
+}
+
+fn storage_lock_file(
+    storage: &dyn crate::storage::Storage,
+    path: &Path,
+) -> Result<Box<dyn LockFile>> {
+    storage
+        .open_lock_file(path)
+        .map_err(|e| Error::io("open", path, e))
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -334,6 +355,7 @@ impl Log {
                 .sync_dir(&dir)
                 .map_err(|e| Error::io("fsync", &dir, e))?;
         }
+        let shared_storage = Arc::clone(&storage);
         let reader = LogReader::open(Arc::clone(&storage), &dir)?;
         let storage_has_seal = storage.exists(&dir.join(segment::SEALED_FILE));
         let inner = Arc::new(Inner {
@@ -359,8 +381,13 @@ impl Log {
             closed: AtomicBool::new(false),
             sealed: AtomicBool::new(storage_has_seal),
             lock: Mutex::new(FileLock {
-                // A shared writer lets go once recovery is done.
+                // A shared writer lets go once recovery is done, and takes the lock again
+                // around each write through a lock file it keeps open.
                 guard: (!shared).then_some(lock),
+                file: shared
+                    .then(|| storage_lock_file(&*shared_storage, &lock_path))
+                    .transpose()?,
+                held: false,
                 users: 0,
             }),
             lock_path,
@@ -588,13 +615,14 @@ impl Inner {
     fn enter(&self) -> Result<Ticket<'_>> {
         self.check_poison()?;
         let mut lock = guard(&self.lock);
-        if lock.guard.is_none() {
-            let taken = self
-                .storage
-                .lock(&self.lock_path, true)
+        if let Some(file) = lock.file.as_ref().filter(|_| !lock.held) {
+            file.lock()
                 .map_err(|e| Error::io("lock", &self.lock_path, e))?;
-            self.catch_up().map_err(|e| self.poisoned(e))?;
-            lock.guard = Some(taken);
+            if let Err(e) = self.catch_up() {
+                let _ = file.unlock();
+                return Err(self.poisoned(e));
+            }
+            lock.held = true;
         }
         lock.users += 1;
         Ok(Ticket(self))
@@ -608,7 +636,10 @@ impl Inner {
         let head_path = self.dir.join(segment::HEAD_FILE);
         let head_file = Arc::clone(&guard(&self.head).file);
         let head = reader::read_head(&*head_file, &head_path)?;
-        self.remove_unpublished_segments(head.active_base)?;
+        // Nobody published since this handle last did (or looked): the writer state is still
+        // right unless a writer died leaving bytes past the head, which the length shows.
+        let unchanged = head == guard(&self.head).head;
+        self.remove_unpublished_segment(&head)?;
         let mut writer = guard(&self.writer);
         let w = &mut *writer;
         if head.active_base != w.active.base {
@@ -636,7 +667,9 @@ impl Inner {
                 .set_len(committed)
                 .map_err(|e| Error::io("truncate", &w.active.path, e))?;
         }
-        recovery::trim_index(&mut w.active, committed)?;
+        if !(unchanged && len == committed) {
+            recovery::trim_index(&mut w.active, committed)?;
+        }
         w.active.len = committed;
         w.next_offset = head.next_offset;
         w.last_timestamp_ms = head.last_timestamp_ms;
@@ -649,27 +682,27 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes segment and index files above the head's active segment. Under the writer lock
-    /// they can only be left by a writer that died in a roll (or whose roll failed) before the
-    /// head named them: they hold nothing committed, and the offsets they were created for are
-    /// about to be appended to the head's active segment. Left in place, they would sit between
-    /// those records and the next segment once a later roll publishes one, and readers (which
-    /// look for an offset in the segment with the highest base at or below it) would skip them.
-    fn remove_unpublished_segments(&self, active_base: u64) -> Result<()> {
-        let listing = segment::list(&*self.storage, &self.dir)?;
-        let segments = listing.segments.iter().filter(|&&b| b > active_base);
-        let indexes = listing.indexes.iter().filter(|&&b| b > active_base);
-        let paths: Vec<PathBuf> = segments
-            .map(|&b| segment::segment_path(&self.dir, b))
-            .chain(indexes.map(|&b| segment::index_path(&self.dir, b)))
-            .collect();
-        if paths.is_empty() {
+    /// Removes a segment (and its index) that a writer created for the head's next offset but
+    /// never published: under the writer lock such a file can only be left by a writer that
+    /// died in a roll (or whose roll failed) before the head named it. It holds nothing
+    /// committed, and the offsets it was created for are about to be appended to the head's
+    /// active segment. Left in place, it would sit between those records and the next segment
+    /// once a later roll publishes one, and readers (which look for an offset in the segment
+    /// with the highest base at or below it) would skip them. A roll only ever creates the
+    /// segment named by the next offset, so one `stat` finds it, where listing the directory
+    /// on every lock would cost several calls.
+    fn remove_unpublished_segment(&self, head: &Head) -> Result<()> {
+        if head.next_offset <= head.active_base {
             return Ok(());
         }
-        for path in &paths {
-            match self.storage.remove_file(path) {
+        let segment = segment::segment_path(&self.dir, head.next_offset);
+        if !self.storage.exists(&segment) {
+            return Ok(());
+        }
+        for path in [segment, segment::index_path(&self.dir, head.next_offset)] {
+            match self.storage.remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("remove", path, e));
+                    return Err(Error::io("remove", &path, e));
                 }
                 _ => {}
             }

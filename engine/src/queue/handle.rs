@@ -30,7 +30,7 @@ use super::attributes::{
     queues_dir,
 };
 use super::message::{
-    MessageAttribute, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
+    MessageAttribute, hex, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
 };
 use super::state::State;
 use super::stored::{
@@ -42,6 +42,7 @@ use crate::durability::DurabilityMode;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{Durability, Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
 use crate::meta;
+use crate::storage::LockFile;
 
 /// Most messages one receive returns.
 pub const MAX_RECEIVE_MESSAGES: usize = 10;
@@ -181,6 +182,20 @@ pub struct Queue {
     targets: Mutex<HashMap<String, Arc<Queue>>>,
     /// FIFO: the group served last, so receives take turns between groups.
     fifo_turn: Mutex<String>,
+    /// The queue lock file, kept open; the mutex makes this process's holders take turns
+    /// (an OS lock does not exclude threads sharing one open file).
+    lock_file: Mutex<Box<dyn LockFile>>,
+}
+
+/// The queue lock, held.
+struct HeldLock<'a>(MutexGuard<'a, Box<dyn LockFile>>);
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file or ending the process would release it too; an unlock that fails
+        // leaves the lock held until then.
+        let _ = self.0.unlock();
+    }
 }
 
 #[derive(Debug)]
@@ -312,7 +327,7 @@ fn open_logs(
     Ok((open_log("messages", false)?, open_log("journal", true)?))
 }
 
-/// Creates a new queue's two logs (before its attributes are written, which is what makes it
+/// Creates a new queue's two logs and lock file (before its attributes are written, which is what makes it
 /// exist), so that opening a queue never writes.
 pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttributes) -> Result<()> {
     let path = queues_dir(dir).join(name);
@@ -320,7 +335,12 @@ pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttribut
     for sub in ["messages", "journal"] {
         dir.remove_tree(&path.join(sub))?;
     }
-    open_logs(dir, &path, attributes).map(drop)
+    open_logs(dir, &path, attributes)?;
+    let lock_path = path.join("LOCK");
+    dir.storage
+        .open_lock_file(&lock_path)
+        .map_err(|e| Error::io("create", &lock_path, e))?;
+    Ok(())
 }
 
 impl Queue {
@@ -329,6 +349,11 @@ impl Queue {
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
         let (messages, journal) = open_logs(dir, &path, &attributes)?;
+        let lock_path = path.join("LOCK");
+        let lock_file = dir
+            .storage
+            .open_lock_file(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
         Ok(Queue {
             dir: Arc::clone(dir),
             name: name.to_string(),
@@ -341,7 +366,16 @@ impl Queue {
             dedup: Mutex::new(Dedup::default()),
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
+            lock_file: Mutex::new(lock_file),
         })
+    }
+
+    /// Takes the queue lock (every state change, and FIFO sends, hold it).
+    fn hold_lock(&self) -> Result<HeldLock<'_>> {
+        let file = lock(&self.lock_file);
+        file.lock()
+            .map_err(|e| Error::io("lock", self.path.join("LOCK"), e))?;
+        Ok(HeldLock(file))
     }
 
     /// The queue's name.
@@ -413,12 +447,7 @@ impl Queue {
                     check_fifo_id("deduplication id", id)?;
                     Some(id.clone())
                 }
-                (None, true) => Some(
-                    Sha256::digest(m.body.as_bytes())
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
-                ),
+                (None, true) => Some(hex(&Sha256::digest(m.body.as_bytes()))),
                 (None, false) => {
                     return Err(Error::InvalidArgument(
                         "a FIFO queue without content-based deduplication needs a deduplication id (--dedup-id)".into(),
@@ -514,7 +543,7 @@ impl Queue {
         messages: &[SendMessage],
         prepared: Vec<(MessageHeader, Vec<u8>)>,
     ) -> Result<Vec<Sent>> {
-        let _lock = self.dir.lock(&self.path.join("LOCK"))?;
+        let _lock = self.hold_lock()?;
         let mut dedup = lock(&self.dedup);
         let now = self.dir.clock.now_ms();
         self.catch_up_dedup(&mut dedup, now)?;
@@ -628,7 +657,7 @@ impl Queue {
         let attributes = self.attributes()?;
         let result = {
             let mut guard = lock(&self.state);
-            let _lock = self.dir.lock(&self.path.join("LOCK"))?;
+            let _lock = self.hold_lock()?;
             if guard.is_none() {
                 *guard = Some(self.load_state()?);
             }
@@ -775,6 +804,9 @@ impl Queue {
             Some(w) => w,
             None => self.attributes()?.receive_wait,
         };
+        if wait.is_zero() {
+            return Ok(self.receive_once(request)?.0);
+        }
         let until = Instant::now() + wait;
         loop {
             let seen = (

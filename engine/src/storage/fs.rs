@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
+use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
 
 /// Counters of what went through the file layer: tests use them to show that opening a large
 /// log reads only its tail.
@@ -131,8 +131,33 @@ impl Storage for FsStorage {
         Ok(Box::new(FileLock(file)))
     }
 
+    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Box::new(FsLockFile(file)))
+    }
+
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+}
+
+/// A lock file kept open; `flock` on it and off again.
+#[derive(Debug)]
+struct FsLockFile(File);
+
+impl LockFile for FsLockFile {
+    fn lock(&self) -> io::Result<()> {
+        self.0.lock()
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        self.0.unlock()
     }
 }
 

@@ -51,6 +51,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// fails with [`io::ErrorKind::WouldBlock`] when someone else holds it. The lock is released
     /// when the guard drops or the process dies.
     fn lock(&self, path: &Path, wait: bool) -> io::Result<Box<dyn LockGuard>>;
+    /// Opens the lock file `path` (created 0600 if missing) to be locked and unlocked many
+    /// times without opening it again. Unlike [`Storage::lock`], it does not exclude other
+    /// threads of this process that lock the same [`LockFile`]: the caller serializes them.
+    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>>;
     /// True when `path` exists.
     fn exists(&self, path: &Path) -> bool;
 }
@@ -81,6 +85,14 @@ pub trait StorageFile: Send + Sync + Debug {
 
 /// Held while an advisory lock is held.
 pub trait LockGuard: Send + Sync + Debug {}
+
+/// A lock file kept open (see [`Storage::open_lock_file`]).
+pub trait LockFile: Send + Sync + Debug {
+    /// Takes the exclusive lock, waiting for other processes.
+    fn lock(&self) -> io::Result<()>;
+    /// Releases it.
+    fn unlock(&self) -> io::Result<()>;
+}
 
 /// Bytes backing a [`Mapping`].
 pub trait MappedBytes: Send + Sync + Debug {

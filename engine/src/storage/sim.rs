@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
+use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
 
 /// What a crash leaves behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,9 +385,47 @@ impl Storage for SimStorage {
         }))
     }
 
+    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>> {
+        let mut state = self.state();
+        if !state.live.contains_key(path) {
+            state.live.insert(path.to_path_buf(), InodeRef::default());
+        }
+        Ok(Box::new(SimLockFile {
+            storage: self.clone(),
+            path: path.to_path_buf(),
+            held: Mutex::new(None),
+        }))
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let state = self.state();
         state.live.contains_key(path) || state.dirs_live.contains(path)
+    }
+}
+
+/// A lock file kept open: each `lock` takes the simulated lock, `unlock` lets it go.
+struct SimLockFile {
+    storage: SimStorage,
+    path: PathBuf,
+    held: Mutex<Option<Box<dyn LockGuard>>>,
+}
+
+impl fmt::Debug for SimLockFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimLockFile({})", self.path.display())
+    }
+}
+
+impl LockFile for SimLockFile {
+    fn lock(&self) -> io::Result<()> {
+        let guard = self.storage.lock(&self.path, true)?;
+        *lock(&self.held) = Some(guard);
+        Ok(())
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        lock(&self.held).take();
+        Ok(())
     }
 }
 
