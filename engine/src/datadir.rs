@@ -39,6 +39,16 @@ pub(crate) struct DirInner {
     pub(crate) root: PathBuf,
     pub(crate) storage: SharedStorage,
     pub(crate) clock: SharedClock,
+    pub(crate) options: DirOptions,
+}
+
+/// Settings of an open data directory that are not stored in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirOptions {
+    /// Size at which queue logs start a new segment (default: 64 MiB for messages, 16 MiB for
+    /// the state journal). Smaller segments let tests and benchmarks see rolls, retention
+    /// and compaction without writing gigabytes.
+    pub queue_segment_bytes: Option<u64>,
 }
 
 impl DataDir {
@@ -52,6 +62,16 @@ impl DataDir {
         root: impl Into<PathBuf>,
         storage: SharedStorage,
         clock: SharedClock,
+    ) -> Result<DataDir> {
+        DataDir::open_with_options(root, storage, clock, DirOptions::default())
+    }
+
+    /// Opens the data directory with the given storage, clock and options.
+    pub fn open_with_options(
+        root: impl Into<PathBuf>,
+        storage: SharedStorage,
+        clock: SharedClock,
+        options: DirOptions,
     ) -> Result<DataDir> {
         let root = root.into();
         storage
@@ -82,6 +102,7 @@ impl DataDir {
                 root,
                 storage,
                 clock,
+                options,
             }),
         })
     }

@@ -1186,6 +1186,7 @@ impl Harness {
         let policy = Retention {
             max_bytes: max_bytes.map(|b| u64::from(b) * 16),
             max_age: max_age.map(|ms| Duration::from_millis(u64::from(ms) * 16)),
+            below_offset: None,
         };
         // The rule, restated: drop the oldest sealed segments while the log is over its size,
         // or while the segment after them started longer ago than the age limit. (Only on a

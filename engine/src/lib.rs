@@ -69,5 +69,5 @@ pub mod queue;
 pub mod storage;
 pub mod stream;
 
-pub use datadir::DataDir;
+pub use datadir::{DataDir, DirOptions};
 pub use error::{CorruptionKind, Error, Result};

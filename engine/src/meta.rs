@@ -29,8 +29,9 @@ use crate::storage::{OpenMode, Storage};
 
 /// Size of the frame before the payload.
 pub const META_HEADER_LEN: usize = 20;
-/// Largest payload a metadata file may hold (1 MiB).
-pub const MAX_META_LEN: usize = 1 << 20;
+/// Largest payload a metadata file may hold (64 MiB: a queue's state snapshot holds one small
+/// entry per message in flight, delayed or held back).
+pub const MAX_META_LEN: usize = 64 << 20;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -45,7 +46,7 @@ pub fn encode<T: Serialize>(magic: [u8; 8], value: &T) -> Result<Vec<u8>> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|len| *len as usize <= MAX_META_LEN)
-        .ok_or_else(|| Error::InvalidArgument("metadata larger than 1 MiB".into()))?;
+        .ok_or_else(|| Error::InvalidArgument("metadata larger than 64 MiB".into()))?;
     let mut out = Vec::with_capacity(META_HEADER_LEN + payload.len());
     out.extend_from_slice(&magic);
     let mut fixed = [0u8; META_HEADER_LEN - 8];

@@ -299,6 +299,7 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
     let hour = Retention {
         max_age: Some(Duration::from_secs(3600)),
         max_bytes: None,
+        below_offset: None,
     };
     assert!(
         log.enforce_retention(&hour)
@@ -310,6 +311,7 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
     let five_minutes = Retention {
         max_age: Some(Duration::from_secs(300)),
         max_bytes: None,
+        below_offset: None,
     };
     let report = log.enforce_retention(&five_minutes).unwrap();
     assert!(!report.removed_segments.is_empty());
@@ -331,6 +333,7 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
         .enforce_retention(&Retention {
             max_age: None,
             max_bytes: Some(3 * 1024),
+            below_offset: None,
         })
         .unwrap();
     let remaining = log.segments().unwrap();
@@ -339,6 +342,7 @@ fn retention_by_age_and_size_deletes_whole_sealed_segments() {
     let everything = Retention {
         max_age: None,
         max_bytes: Some(0),
+        below_offset: None,
     };
     log.enforce_retention(&everything).unwrap();
     assert_eq!(log.segments().unwrap().len(), 1);
@@ -398,6 +402,7 @@ fn compaction_and_retention_leave_mapped_readers_intact() {
     log.enforce_retention(&Retention {
         max_age: None,
         max_bytes: Some(0),
+        below_offset: None,
     })
     .unwrap();
     assert!(held2.iter().all(|r| r.payload == payload(r.offset)));

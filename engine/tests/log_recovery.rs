@@ -420,6 +420,7 @@ fn a_rewritten_segment_header_never_makes_fresh_records_look_old() {
     let hour = Retention {
         max_age: Some(Duration::from_secs(3600)),
         max_bytes: None,
+        below_offset: None,
     };
     // Without a head, at the same time as the records.
     let storage = SimStorage::new();

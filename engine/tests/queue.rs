@@ -610,3 +610,83 @@ fn fifo_keeps_group_order_with_many_held_messages() {
     let expected: Vec<String> = (1..=10).map(|i| format!("b{i}")).collect();
     assert_eq!(bodies(&b), expected);
 }
+
+/// Bytes of every file under `dir` in the simulated storage.
+fn bytes_under(sim: &SimStorage, dir: &str) -> u64 {
+    sim.files()
+        .iter()
+        .filter(|f| f.starts_with(dir))
+        .map(|f| sim.contents(f).unwrap().len() as u64)
+        .sum()
+}
+
+#[test]
+fn disk_use_stays_near_the_live_data_as_messages_flow_through() {
+    const SEGMENT: u64 = 64 << 10;
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let options = shoal_engine::DirOptions {
+        queue_segment_bytes: Some(SEGMENT),
+    };
+    let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    data.create_queue("flow", &QueueAttributes::defaults(false))
+        .unwrap();
+    let q = data.queue("flow").unwrap();
+    // 20,000 messages of 100 bytes through the queue; every 500th stays in flight, pinning
+    // the segment it is in, so only compaction can give those segments back.
+    let mut pinned = Vec::new();
+    for round in 0..2_000u64 {
+        let batch: Vec<SendMessage> = (0..10)
+            .map(|i| SendMessage::new(format!("{:0>100}", round * 10 + i)))
+            .collect();
+        q.send_batch(&batch).unwrap();
+        let got = q
+            .receive(&Receive {
+                max_messages: 10,
+                wait: Some(Duration::ZERO),
+                visibility_timeout: Some(Duration::from_secs(12 * 3600)),
+            })
+            .unwrap();
+        let mut handles = Vec::new();
+        for m in &got {
+            if m.body.trim_start_matches('0').parse::<u64>().unwrap_or(0) % 500 == 0 {
+                pinned.push(m.body.clone());
+            } else {
+                handles.push(m.receipt_handle.as_str());
+            }
+        }
+        for r in q.delete_batch(&handles).unwrap() {
+            r.unwrap();
+        }
+    }
+    q.compact().unwrap();
+    assert_eq!(pinned.len(), 40);
+    // A stored message is its body plus about 130 bytes of id, header and framing.
+    let live: u64 = pinned.len() as u64 * (100 + 130);
+    let messages = bytes_under(&sim, "/data/queues/flow/messages");
+    let all = bytes_under(&sim, "/data/queues/flow");
+    let written = 20_000 * (100 + 130);
+    assert!(
+        messages <= 2 * live + SEGMENT,
+        "message log holds {messages} bytes for {live} live bytes (of {written} sent)"
+    );
+    // With the journal (its active segment and what the snapshot does not cover yet).
+    assert!(
+        all <= 2 * live + 2 * SEGMENT,
+        "queue holds {all} bytes for {live} live bytes (of {written} sent)"
+    );
+    // And the pinned messages are all still there, intact.
+    assert_eq!(q.counts().unwrap().in_flight, 40);
+    let reopened = data.queue("flow").unwrap();
+    clock.advance(12 * 3600 * 1000);
+    let mut back = Vec::new();
+    loop {
+        let got = receive(&reopened, 10);
+        if got.is_empty() {
+            break;
+        }
+        back.extend(got.into_iter().map(|m| m.body));
+    }
+    assert_eq!(back, pinned);
+}

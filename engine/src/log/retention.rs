@@ -19,6 +19,9 @@ pub struct Retention {
     pub max_age: Option<Duration>,
     /// Remove the oldest sealed segments while the log's segments total more than this.
     pub max_bytes: Option<u64>,
+    /// Remove sealed segments whose records are all below this offset (what the owner no
+    /// longer needs: a queue's deleted messages, a journal covered by a snapshot).
+    pub below_offset: Option<u64>,
 }
 
 /// What retention removed.
@@ -66,7 +69,8 @@ pub(super) fn enforce(inner: &Inner, policy: &Retention) -> Result<RetentionRepo
             next.base_timestamp_ms.saturating_add(age_ms) <= now
         });
         let too_big = policy.max_bytes.is_some_and(|max| total > max);
-        if !too_old && !too_big {
+        let unneeded = policy.below_offset.is_some_and(|below| next.base <= below);
+        if !too_old && !too_big && !unneeded {
             break;
         }
         total -= segment.len;
@@ -136,6 +140,7 @@ mod tests {
         let policy = Retention {
             max_age: Some(Duration::from_secs(60)),
             max_bytes: None,
+            below_offset: None,
         };
         clock.set(119_999);
         assert!(
@@ -158,6 +163,7 @@ mod tests {
             .enforce_retention(&Retention {
                 max_age: None,
                 max_bytes: Some(2_000),
+                below_offset: None,
             })
             .unwrap();
         // Each sealed segment is 64 + 32 + 1000 bytes; the active one holds just its header.
@@ -167,9 +173,28 @@ mod tests {
             .enforce_retention(&Retention {
                 max_age: None,
                 max_bytes: Some(0),
+                below_offset: None,
             })
             .unwrap();
         assert_eq!(all.removed_segments, vec![2]);
+        assert_eq!(log.segments().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn below_offset_removes_only_segments_entirely_below_it() {
+        let clock = ManualClock::new(0);
+        let log = log(&clock);
+        let below = |offset| Retention {
+            below_offset: Some(offset),
+            ..Retention::default()
+        };
+        // Segments 0, 1, 2 hold offsets 0, 1, 2: offset 1 still needs segment 1.
+        let report = log.enforce_retention(&below(1)).unwrap();
+        assert_eq!(report.removed_segments, vec![0]);
+        assert_eq!(report.start_offset, 1);
+        // Never the active segment, even when everything is below the offset.
+        let report = log.enforce_retention(&below(u64::MAX)).unwrap();
+        assert_eq!(report.removed_segments, vec![1, 2]);
         assert_eq!(log.segments().unwrap(), vec![3]);
     }
 }

@@ -61,6 +61,8 @@ const SCAN_LIMIT: usize = 1024;
 /// Most held-back messages (FIFO messages passed by the scan while their group was busy) a
 /// queue keeps in memory; past it, receives deliver from what is held until groups free up.
 const HELD_LIMIT: usize = 100_000;
+/// Journal records between two looks for disk space to give back.
+const RECLAIM_EVERY: u64 = 1024;
 /// Attributes are re-read at most this often by a long-lived handle.
 const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
 /// How often a long poll looks for new messages or state changes.
@@ -201,8 +203,14 @@ impl Drop for HeldLock<'_> {
 #[derive(Debug)]
 struct Loaded {
     state: State,
-    /// Journal offset of the newest snapshot.
+    /// Journal offset the newest snapshot covers (the journal below it may go).
     snapshot_at: u64,
+    /// Journal offset at which to write the next snapshot.
+    snapshot_due: u64,
+    /// Journal offset at the last look for space to reclaim.
+    reclaimed_at: u64,
+    /// Message-log segments this handle compacted, with the records each kept.
+    compacted: HashMap<u64, u64>,
 }
 
 /// FIFO deduplication ids of the last 5 minutes, built from the message log.
@@ -261,14 +269,18 @@ fn corrupt(path: &std::path::Path, offset: u64, e: &Error) -> Error {
     Error::corruption(path, offset, CorruptionKind::Metadata(e.to_string()))
 }
 
-fn log_options(attributes: &QueueAttributes, journal: bool) -> LogOptions {
+fn log_options(dir: &DirInner, attributes: &QueueAttributes, journal: bool) -> LogOptions {
     let durability = match (attributes.durability, journal) {
         // The journal is fsynced by hand after the queue lock is released.
         (DurabilityMode::Always, true) => Durability::Never,
         (mode, _) => mode.log(),
     };
     LogOptions {
-        segment_bytes_max: if journal { 16 << 20 } else { 64 << 20 },
+        segment_bytes_max: dir.options.queue_segment_bytes.unwrap_or(if journal {
+            16 << 20
+        } else {
+            64 << 20
+        }),
         // Segments roll at least four times per retention period so expired messages go soon.
         segment_age_max: Some(Duration::from_millis(
             (ms(attributes.retention) / 4).clamp(1_000, 3_600_000),
@@ -321,7 +333,7 @@ fn open_logs(
             Arc::clone(&dir.storage),
             Arc::clone(&dir.clock),
             path.join(sub),
-            log_options(attributes, journal),
+            log_options(dir, attributes, journal),
         )
     };
     Ok((open_log("messages", false)?, open_log("journal", true)?))
@@ -662,7 +674,16 @@ impl Queue {
                 *guard = Some(self.load_state()?);
             }
             let loaded = guard.as_mut().ok_or_else(|| not_found(&self.name))?;
-            let outcome = self.catch_up(&mut loaded.state).and_then(|()| {
+            let caught_up = match self.catch_up(&mut loaded.state) {
+                // Another process snapshotted and removed the journal this state would
+                // replay: start again from that snapshot.
+                Err(Error::OffsetTrimmed { .. }) => self.load_state().and_then(|fresh| {
+                    *loaded = fresh;
+                    self.catch_up(&mut loaded.state)
+                }),
+                other => other,
+            };
+            let outcome = caught_up.and_then(|()| {
                 let mut txn = Txn {
                     queue: self,
                     now: self.dir.clock.now_ms(),
@@ -673,6 +694,7 @@ impl Queue {
                 let r = f(&mut txn)?;
                 let wrote = txn.wrote;
                 txn.maybe_snapshot()?;
+                txn.maybe_reclaim()?;
                 Ok((r, wrote))
             });
             if outcome.is_err() {
@@ -694,6 +716,9 @@ impl Queue {
             meta::read(&*self.dir.storage, &path, SNAPSHOT_MAGIC)?.unwrap_or_default();
         Ok(Loaded {
             snapshot_at: state.journal_next,
+            snapshot_due: state.journal_next + SNAPSHOT_EVERY,
+            reclaimed_at: state.journal_next,
+            compacted: HashMap::new(),
             state,
         })
     }
@@ -1029,25 +1054,47 @@ impl Txn<'_> {
     }
 
     fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.loaded.state.journal_next < self.loaded.snapshot_at + SNAPSHOT_EVERY {
+        if self.loaded.state.journal_next < self.loaded.snapshot_due {
             return Ok(());
         }
+        self.snapshot()
+    }
+
+    /// Writes a snapshot now if the journal moved since the newest one.
+    fn snapshot_now(&mut self) -> Result<()> {
+        if self.loaded.state.journal_next > self.loaded.snapshot_at {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
         // The snapshot may only cover journal records that are durable.
         self.queue.journal.sync()?;
         let path = self.queue.path.join(SNAPSHOT_FILE);
+        let next = self.loaded.state.journal_next;
         match meta::write(
             &*self.queue.dir.storage,
             &path,
             SNAPSHOT_MAGIC,
             &self.loaded.state,
         ) {
-            Ok(()) => {}
-            // Too large for one metadata file: keep replaying the journal instead.
+            Ok(()) => self.loaded.snapshot_at = next,
+            // Too large for one metadata file: keep replaying the journal (and keeping it)
+            // until the state shrinks.
             Err(Error::InvalidArgument(_)) => {}
             Err(e) => return Err(e),
         }
-        self.loaded.snapshot_at = self.loaded.state.journal_next;
+        self.loaded.snapshot_due = next + SNAPSHOT_EVERY;
         Ok(())
+    }
+
+    fn maybe_reclaim(&mut self) -> Result<()> {
+        if self.loaded.state.journal_next < self.loaded.reclaimed_at + RECLAIM_EVERY {
+            return Ok(());
+        }
+        self.loaded.reclaimed_at = self.loaded.state.journal_next;
+        self.queue.reclaim(self.loaded, self.attributes)
     }
 
     fn expired(&self, sent_ms: u64) -> bool {
@@ -1458,16 +1505,79 @@ impl Txn<'_> {
     }
 }
 
+/// What [`Queue::compact`] gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// Message-log segments deleted whole.
+    pub segments_removed: u64,
+    /// Message-log segments rewritten without their deleted messages.
+    pub segments_compacted: u64,
+    /// Journal segments deleted (covered by a snapshot).
+    pub journal_segments_removed: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
 impl Queue {
-    /// Deletes whole segments of the message log that hold only messages that are gone, and
-    /// segments past the retention period.
-    pub fn enforce_retention(&self) -> Result<()> {
-        let attributes = self.attributes()?;
-        self.messages.enforce_retention(&Retention {
+    /// Gives back disk space now (it is also done every few thousand state changes): see
+    /// [`Queue::reclaim`].
+    pub fn compact(&self) -> Result<ReclaimReport> {
+        self.locked(|txn| {
+            txn.snapshot_now()?;
+            txn.queue.reclaim_report(txn.loaded, txn.attributes)
+        })
+    }
+
+    fn reclaim(&self, loaded: &mut Loaded, attributes: &QueueAttributes) -> Result<()> {
+        self.reclaim_report(loaded, attributes).map(drop)
+    }
+
+    /// Gives back disk space: message-log segments below everything the state still needs
+    /// (deleted, expired or purged messages) or past the retention period are deleted whole;
+    /// sealed segments behind the cursor where fewer than half the records are still needed
+    /// are rewritten without the rest (readers that have the old file mapped keep it); journal
+    /// segments the newest snapshot covers are deleted. Runs under the queue lock.
+    fn reclaim_report(
+        &self,
+        loaded: &mut Loaded,
+        attributes: &QueueAttributes,
+    ) -> Result<ReclaimReport> {
+        let mut report = ReclaimReport::default();
+        let state = &loaded.state;
+        let removed = self.messages.enforce_retention(&Retention {
             max_age: Some(attributes.retention),
             max_bytes: None,
+            below_offset: Some(state.low_water()),
         })?;
-        Ok(())
+        report.segments_removed = removed.removed_segments.len() as u64;
+        report.bytes_freed = removed.bytes_removed;
+        let segments = self.messages.segments()?;
+        loaded.compacted.retain(|base, _| segments.contains(base));
+        let mut compacted = Vec::new();
+        for pair in segments.windows(2) {
+            let [base, end] = [pair[0], pair[1]];
+            if end > state.cursor {
+                break;
+            }
+            let live = state.live_in(base..end);
+            let records = loaded.compacted.get(&base).copied().unwrap_or(end - base);
+            if live * 2 < records {
+                let done = self
+                    .messages
+                    .compact_segment(base, |r| state.needs(r.offset))?;
+                report.segments_compacted += 1;
+                report.bytes_freed += done.bytes_before.saturating_sub(done.bytes_after);
+                compacted.push((base, done.records_kept));
+            }
+        }
+        loaded.compacted.extend(compacted);
+        let journal = self.journal.enforce_retention(&Retention {
+            below_offset: Some(loaded.snapshot_at),
+            ..Retention::default()
+        })?;
+        report.journal_segments_removed = journal.removed_segments.len() as u64;
+        report.bytes_freed += journal.bytes_removed;
+        Ok(report)
     }
 }
 

@@ -15,5 +15,5 @@ pub mod state;
 pub mod stored;
 
 pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
-pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, SendMessage, Sent};
+pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, ReclaimReport, SendMessage, Sent};
 pub use message::{AttributeValue, MessageAttribute};

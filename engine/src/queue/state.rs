@@ -284,6 +284,19 @@ impl State {
         self.cursor.min(slots).min(moves)
     }
 
+    /// Messages in `range` the state still tracks (in flight, delayed, held, moving).
+    pub fn live_in(&self, range: std::ops::Range<u64>) -> u64 {
+        (self.slots.range(range.clone()).count() + self.moves.range(range).count()) as u64
+    }
+
+    /// True when the message at `offset` may still be delivered or moved: tracked, or not
+    /// reached by the scan yet.
+    pub fn needs(&self, offset: u64) -> bool {
+        offset >= self.cursor
+            || self.slots.contains_key(&offset)
+            || self.moves.contains_key(&offset)
+    }
+
     /// Counts as of `now`: (visible behind the cursor, in flight, delayed).
     pub fn counts(&self, now_ms: u64) -> (u64, u64, u64) {
         let (mut visible, mut in_flight, mut delayed) = (self.ready.len() as u64, 0, 0);

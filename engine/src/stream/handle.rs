@@ -65,6 +65,7 @@ impl Stream {
         log.enforce_retention(&Retention {
             max_age: Some(Duration::from_millis(meta.retention_ms)),
             max_bytes: None,
+            below_offset: None,
         })?;
         writers.insert(index, Arc::clone(&log));
         Ok(log)
