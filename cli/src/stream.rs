@@ -511,19 +511,25 @@ pub fn run_get(dir: &DataDir, output: Output, args: &GetArgs) -> anyhow::Result<
             remaining -= got.records.len() as u64;
             progressed |= !got.records.is_empty();
             if got.shard_ended {
-                cursor.done = true;
-                progressed = true;
-                if args.follow && args.shard.is_empty() {
-                    for child in stream.children(shard)? {
-                        if let std::collections::btree_map::Entry::Vacant(slot) =
-                            cursors.entry(child)
-                        {
-                            slot.insert(Cursor {
-                                it: stream.shard_iterator(child, StartPosition::TrimHorizon)?,
-                                parents: stream.parents(child)?,
-                                done: false,
-                            });
-                        }
+                let follow_children = args.follow && args.shard.is_empty();
+                let children = if follow_children {
+                    stream.children(shard)?
+                } else {
+                    Vec::new()
+                };
+                // A reshard seals the shard before it publishes the children (or it was cut
+                // short and the next one reopens the shard): until they show, look again.
+                if !(follow_children && children.is_empty()) {
+                    cursor.done = true;
+                    progressed = true;
+                }
+                for child in children {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = cursors.entry(child) {
+                        slot.insert(Cursor {
+                            it: stream.shard_iterator(child, StartPosition::TrimHorizon)?,
+                            parents: stream.parents(child)?,
+                            done: false,
+                        });
                     }
                 }
             } else if got.records.is_empty() && !args.follow {
