@@ -263,3 +263,127 @@ fn acknowledgements_follow_fsyncs_and_new_names_follow_directory_fsyncs() {
     );
     assert_eq!(audit(&data, &["put", "limited", "x", "-k", "k"], b""), 1);
 }
+
+/// Runs `shoal` with `args` and returns the receipt handles it printed (JSON lines).
+fn handles(data: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("SHOAL_DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["receipt_handle"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn queue_acknowledgements_follow_fsyncs_and_new_names_follow_directory_fsyncs() {
+    if !strace_available() {
+        eprintln!("syscall audit skipped: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    audit(&data, &["queue", "create", "dlq"], b"");
+    audit(
+        &data,
+        &[
+            "queue",
+            "create",
+            "jobs",
+            "--dead-letter-queue",
+            "dlq",
+            "--max-receives",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(audit(&data, &["send", "jobs", "one"], b""), 1);
+    let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    assert!(audit(&data, &["send", "jobs", "--lines"], lines.as_bytes()) >= 1);
+    // Receives print only after their state change is durable.
+    assert_eq!(
+        audit(
+            &data,
+            &[
+                "receive",
+                "jobs",
+                "--max",
+                "10",
+                "--visibility-timeout",
+                "0"
+            ],
+            b""
+        ),
+        1
+    );
+    // Receive count 1 = max receives: these move to the dead-letter queue.
+    audit(&data, &["receive", "jobs", "--max", "10"], b"");
+    let got = handles(&data, &["receive", "jobs", "--max", "10"]);
+    let mut args = vec!["delete", "jobs"];
+    args.extend(got.iter().map(String::as_str));
+    audit(&data, &args, b"");
+    audit(&data, &["redrive", "dlq"], b"");
+    audit(&data, &["queue", "purge", "jobs"], b"");
+    audit(&data, &["queue", "create", "orders.fifo"], b"");
+    assert_eq!(
+        audit(
+            &data,
+            &[
+                "send",
+                "orders.fifo",
+                "x",
+                "--group-id",
+                "g",
+                "--dedup-id",
+                "1"
+            ],
+            b""
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_long_poll_sleeps_in_the_kernel_instead_of_polling() {
+    if !strace_available() {
+        eprintln!("syscall audit skipped: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    audit(&data, &["queue", "create", "idle"], b"");
+    let summary = tmp.path().join("summary");
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&summary)
+        .arg(env!("CARGO_BIN_EXE_shoal"))
+        .args(["receive", "idle", "--wait", "1s"])
+        .env("SHOAL_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&summary).unwrap();
+    // Columns: % time, seconds, usecs/call, calls, [errors], syscall (or "total").
+    let calls = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(3).and_then(|c| c.parse().ok()))
+            .unwrap_or(0)
+    };
+    let total = calls("total");
+    assert_eq!(calls("clock_nanosleep"), 0, "{text}");
+    assert!(calls("poll") + calls("ppoll") >= 1, "{text}");
+    // A whole process start, open and one wait: a poller would make hundreds more.
+    assert!(
+        total < 400,
+        "{total} system calls for one idle second:\n{text}"
+    );
+}

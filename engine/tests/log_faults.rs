@@ -186,6 +186,12 @@ fn group_commit_shares_fsyncs_between_concurrent_appenders() {
         fn exists(&self, path: &std::path::Path) -> bool {
             self.0.exists(path)
         }
+        fn watch(
+            &self,
+            dirs: &[&std::path::Path],
+        ) -> io::Result<Box<dyn shoal_engine::storage::Watcher>> {
+            self.0.watch(dirs)
+        }
     }
 
     let sim = SimStorage::new();

@@ -690,3 +690,25 @@ fn disk_use_stays_near_the_live_data_as_messages_flow_through() {
     }
     assert_eq!(back, pinned);
 }
+
+#[test]
+fn a_long_poll_returns_when_another_handle_sends() {
+    let env = env();
+    let q = env.standard("jobs");
+    let other = env.reopen("jobs");
+    let started = std::time::Instant::now();
+    let waiter = std::thread::spawn(move || {
+        q.receive(&Receive {
+            max_messages: 1,
+            wait: Some(Duration::from_secs(20)),
+            visibility_timeout: None,
+        })
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    other.send(&SendMessage::new("wake")).unwrap();
+    let got = waiter.join().unwrap();
+    assert_eq!(bodies(&got), ["wake"]);
+    // Woken by the send, not by the end of the 20 s wait.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -65,8 +65,6 @@ const HELD_LIMIT: usize = 100_000;
 const RECLAIM_EVERY: u64 = 1024;
 /// Attributes are re-read at most this often by a long-lived handle.
 const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
-/// How often a long poll looks for new messages or state changes.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -833,41 +831,30 @@ impl Queue {
             return Ok(self.receive_once(request)?.0);
         }
         let until = Instant::now() + wait;
+        // Made before the first look, so a send that lands between a look and the wait
+        // still wakes the wait.
+        let dirs = [self.path.join("messages"), self.path.join("journal")];
+        let mut watcher = self
+            .dir
+            .storage
+            .watch(&[&dirs[0], &dirs[1]])
+            .map_err(|e| Error::io("watch", &self.path, e))?;
         loop {
-            let seen = (
-                self.messages.reader().next_offset()?,
-                self.journal.reader().next_offset()?,
-            );
             let (messages, next_deadline) = self.receive_once(request)?;
-            if !messages.is_empty() || Instant::now() >= until {
+            let now = Instant::now();
+            if !messages.is_empty() || now >= until {
                 return Ok(messages);
             }
-            self.wait_for_news(seen, until, next_deadline)?;
-        }
-    }
-
-    /// Sleeps until a message is sent or the state changes (in any process), a waiting
-    /// message's deadline passes, or `until`.
-    fn wait_for_news(
-        &self,
-        seen: (u64, u64),
-        until: Instant,
-        deadline_ms: Option<u64>,
-    ) -> Result<()> {
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
+            // Sleep until another process sends or changes the state, a message's delay or
+            // visibility timeout ends, or the wait is over.
+            let mut sleep = until - now;
+            if let Some(deadline) = next_deadline {
+                let left = deadline.saturating_sub(self.dir.clock.now_ms());
+                sleep = sleep.min(Duration::from_millis(left));
             }
-            if deadline_ms.is_some_and(|d| d <= self.dir.clock.now_ms()) {
-                return Ok(());
-            }
-            std::thread::sleep(POLL_INTERVAL.min(until - now));
-            if self.messages.reader().next_offset()? != seen.0
-                || self.journal.reader().next_offset()? != seen.1
-            {
-                return Ok(());
-            }
+            watcher
+                .wait(sleep)
+                .map_err(|e| Error::io("watch", &self.path, e))?;
         }
     }
 

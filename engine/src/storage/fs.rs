@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
+use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile, Watcher};
 
 /// Counters of what went through the file layer: tests use them to show that opening a large
 /// log reads only its tail.
@@ -144,6 +144,56 @@ impl Storage for FsStorage {
 
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn watch(&self, dirs: &[&Path]) -> io::Result<Box<dyn Watcher>> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        for dir in dirs {
+            inotify::add_watch(
+                &fd,
+                *dir,
+                WatchFlags::MODIFY
+                    | WatchFlags::CREATE
+                    | WatchFlags::MOVED_TO
+                    | WatchFlags::DELETE
+                    | WatchFlags::CLOSE_WRITE,
+            )?;
+        }
+        Ok(Box::new(Inotify(fd)))
+    }
+}
+
+/// An inotify instance watching some directories.
+#[derive(Debug)]
+struct Inotify(std::os::fd::OwnedFd);
+
+impl Watcher for Inotify {
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<bool> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let timeout = Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        let ready = match poll(&mut fds, Some(&timeout)) {
+            Ok(n) => n > 0,
+            Err(rustix::io::Errno::INTR) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if ready {
+            // Drain what is queued: one wake-up per wait, however many changes.
+            let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+            let mut events = rustix::fs::inotify::Reader::new(&self.0, &mut buf);
+            loop {
+                match events.next() {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::WOULDBLOCK) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(ready)
     }
 }
 

@@ -57,6 +57,17 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>>;
     /// True when `path` exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Watches directories for changes to the files in them (written, created, renamed,
+    /// removed), so a waiter can sleep until another process writes instead of polling.
+    fn watch(&self, dirs: &[&Path]) -> io::Result<Box<dyn Watcher>>;
+}
+
+/// Changes in watched directories (see [`Storage::watch`]).
+pub trait Watcher: Send + Debug {
+    /// Waits until something changed in a watched directory since the watcher was made or
+    /// this last returned true, or until `timeout` passed. True when something changed (a
+    /// change may be reported that the caller finds irrelevant: look and wait again).
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<bool>;
 }
 
 /// An open file.

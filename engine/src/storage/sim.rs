@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile};
+use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, StorageFile, Watcher};
 
 /// What a crash leaves behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,8 @@ struct Faults {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Counts writes, creations, renames and removals, for watchers.
+    changes: u64,
     live: BTreeMap<PathBuf, InodeRef>,
     durable: BTreeMap<PathBuf, InodeRef>,
     dirs_live: BTreeSet<PathBuf>,
@@ -83,6 +85,8 @@ pub struct SimStats {
 struct Shared {
     state: Mutex<State>,
     unlocked: Condvar,
+    /// Signalled (with `state`) on every change a watcher would see.
+    changed: Condvar,
     stats: SimStats,
 }
 
@@ -114,6 +118,12 @@ impl SimStorage {
     /// An empty filesystem.
     pub fn new() -> Self {
         SimStorage::default()
+    }
+
+    /// Records a change for watchers (call with the state locked).
+    fn changed(&self, state: &mut State) {
+        state.changes += 1;
+        self.shared.changed.notify_all();
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -307,6 +317,7 @@ impl Storage for SimStorage {
             (OpenMode::CreateNew | OpenMode::CreateOrOpen, None) => {
                 let inode = InodeRef::default();
                 state.live.insert(path.to_path_buf(), Arc::clone(&inode));
+                self.changed(&mut state);
                 inode
             }
         };
@@ -321,15 +332,15 @@ impl Storage for SimStorage {
         let mut state = self.state();
         let inode = state.live.remove(from).ok_or_else(|| not_found(from))?;
         state.live.insert(to.to_path_buf(), inode);
+        self.changed(&mut state);
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.state()
-            .live
-            .remove(path)
-            .map(drop)
-            .ok_or_else(|| not_found(path))
+        let mut state = self.state();
+        state.live.remove(path).ok_or_else(|| not_found(path))?;
+        self.changed(&mut state);
+        Ok(())
     }
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
@@ -400,6 +411,49 @@ impl Storage for SimStorage {
     fn exists(&self, path: &Path) -> bool {
         let state = self.state();
         state.live.contains_key(path) || state.dirs_live.contains(path)
+    }
+
+    fn watch(&self, _dirs: &[&Path]) -> io::Result<Box<dyn Watcher>> {
+        // Any change anywhere wakes it: callers look and wait again.
+        let seen = self.state().changes;
+        Ok(Box::new(SimWatcher {
+            storage: self.clone(),
+            seen,
+        }))
+    }
+}
+
+/// Wakes on any change to the simulated filesystem.
+struct SimWatcher {
+    storage: SimStorage,
+    seen: u64,
+}
+
+impl fmt::Debug for SimWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimWatcher(seen {})", self.seen)
+    }
+}
+
+impl Watcher for SimWatcher {
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.storage.state();
+        while state.changes == self.seen {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            state = self
+                .storage
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        self.seen = state.changes;
+        Ok(true)
     }
 }
 
@@ -529,6 +583,8 @@ impl StorageFile for SimFile {
             inode.live.resize(end, 0);
         }
         inode.live[pos..end].copy_from_slice(&buf[..keep]);
+        drop(inode);
+        self.storage.changed(&mut state);
         failure.map_or(Ok(()), Err)
     }
 
