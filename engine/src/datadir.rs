@@ -5,6 +5,7 @@
 //! <root>/shoal.format          format version of the directory (metadata file)
 //! <root>/streams/LOCK          serializes stream creation, deletion and resharding
 //! <root>/streams/<name>/       one stream (see crate::stream)
+//! <root>/queues/<name>/        one queue (see crate::queue)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,7 @@ impl DataDir {
                 .push(crate::log::Problem::from_error(&e, &format_path));
         }
         crate::stream::check_streams(&self.inner, &mut report)?;
+        crate::queue::check_queues(&self.inner, &mut report)?;
         Ok(report)
     }
 

@@ -18,8 +18,8 @@ use crate::meta;
 use crate::names::validate_queue_name;
 use crate::storage::LockGuard;
 
-const QUEUE_MAGIC: [u8; 8] = *b"SHOALQUE";
-const META_FILE: &str = "queue.meta";
+pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SHOALQUE";
+pub(crate) const META_FILE: &str = "queue.meta";
 
 /// Longest visibility timeout: 12 hours.
 pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);

@@ -7,13 +7,16 @@
 //! - [`state`]: the in-memory state (in flight, delayed, held back) rebuilt from a snapshot and
 //!   the journal's tail, so opening a queue costs time proportional to that, not to its backlog.
 //! - [`stored`]: how messages, journal events and receipt handles are encoded.
+//! - `check`: verifying every queue's files for `shoal check`.
 
 pub mod attributes;
+mod check;
 pub mod handle;
 pub mod message;
 pub mod state;
 pub mod stored;
 
 pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
+pub(crate) use check::check_queues;
 pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, ReclaimReport, SendMessage, Sent};
 pub use message::{AttributeValue, MessageAttribute};
