@@ -2,6 +2,7 @@
 //! `shoal-engine`.
 
 mod check;
+mod compact;
 mod consume;
 mod queue;
 mod stream;
@@ -76,6 +77,11 @@ enum Command {
     /// Verify every file of the data directory: headers, every record's checksum, indexes,
     /// metadata. Prints one JSON line per problem (file, offset, kind); exit 6 if any.
     Check,
+    /// Give queue disk space back now: delete message-log segments no message needs, rewrite
+    /// segments mostly of deleted messages, delete journal segments a fresh snapshot covers.
+    /// Every queue, or just NAME. Prints one JSON line per queue (segments_removed,
+    /// segments_compacted, journal_segments_removed, bytes_freed).
+    Compact(compact::CompactArgs),
     /// Print the data directory this invocation would use.
     DataDir,
 }
@@ -121,6 +127,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args)?,
         Command::Consume(args) => consume::run_consume(&dir, cli.output, args)?,
         Command::Check => return check::run_check(&dir, cli.output),
+        Command::Compact(args) => compact::run_compact(&dir, cli.output, args)?,
         Command::DataDir => {}
     }
     Ok(0)

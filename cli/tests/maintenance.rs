@@ -1,0 +1,165 @@
+//! The maintenance commands on queues: `shoal check` finds damage in a queue's files, and
+//! `shoal compact` reports what it gave back per queue.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod common;
+
+use common::{Dir, check, json, lines};
+
+#[test]
+fn check_names_a_flipped_bit_in_a_queue_message_segment() {
+    let dir = Dir::new();
+    dir.ok(&["queue", "create", "jobs"]);
+    for i in 0..5 {
+        dir.ok(&["send", "jobs", &format!("message {i}")]);
+    }
+    let received = dir.ok(&["receive", "jobs"]);
+    let handle = json(&received[0])["receipt_handle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dir.ok(&["delete", "jobs", &handle]);
+    let clean = check(dir.run(&["check"]), 0);
+    assert!(clean.stdout.is_empty());
+
+    // One bit inside the second message's record.
+    let segment = dir
+        .path()
+        .join("queues/jobs/messages/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first_len =
+        32 + usize::from(u16::from_le_bytes(
+            bytes[64 + 24..64 + 26].try_into().unwrap(),
+        )) + u32::from_le_bytes(bytes[64 + 4..64 + 8].try_into().unwrap()) as usize;
+    let position = 64 + first_len;
+    bytes[position + 40] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let before = dir.snapshot();
+    let out = check(dir.run(&["check"]), 6);
+    let problems = lines(&out);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = json(&problems[0]);
+    assert_eq!(problem["file"], segment.to_str().unwrap());
+    assert_eq!(problem["offset"], position as u64);
+    assert!(
+        problem["kind"].as_str().unwrap().contains("checksum"),
+        "{problem}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: 1 problem"), "{stderr}");
+    assert_eq!(dir.snapshot(), before, "check changes nothing");
+
+    // Text output: file, byte, what.
+    let out = check(dir.run(&["-o", "text", "check"]), 6);
+    let text = lines(&out);
+    assert_eq!(text.len(), 1);
+    assert!(
+        text[0].starts_with(&format!("{}\t{position}\t", segment.display())),
+        "{text:?}"
+    );
+
+    // Put the bit back: healthy again.
+    bytes[position + 40] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+    check(dir.run(&["check"]), 0);
+}
+
+#[test]
+fn check_names_damaged_queue_attributes() {
+    let dir = Dir::new();
+    dir.ok(&["queue", "create", "jobs"]);
+    let meta = dir.path().join("queues/jobs/queue.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&meta, &bytes).unwrap();
+    let out = check(dir.run(&["check"]), 6);
+    let problems = lines(&out);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(json(&problems[0])["file"], meta.to_str().unwrap());
+}
+
+const KEYS: [&str; 5] = [
+    "queue",
+    "segments_removed",
+    "segments_compacted",
+    "journal_segments_removed",
+    "bytes_freed",
+];
+
+#[test]
+fn compact_reports_per_queue_and_a_second_run_frees_nothing() {
+    let dir = Dir::new();
+    // No queues: nothing to do, nothing printed.
+    assert!(dir.ok(&["compact"]).is_empty());
+
+    dir.ok(&["queue", "create", "a"]);
+    dir.ok(&[
+        "queue",
+        "create",
+        "b.fifo",
+        "--fifo",
+        "--content-based-dedup",
+    ]);
+    let input: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    check(
+        dir.run_stdin(&["send", "a", "--lines"], input.as_bytes()),
+        0,
+    );
+    for _ in 0..3 {
+        let got = dir.ok(&["receive", "a", "--max", "10", "--delete"]);
+        assert_eq!(got.len(), 10);
+    }
+
+    let all = dir.ok(&["compact"]);
+    assert_eq!(all.len(), 2, "{all:?}");
+    for (line, name) in all.iter().zip(["a", "b.fifo"]) {
+        let v = json(line);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, KEYS, "{line}");
+        assert_eq!(v["queue"], name);
+        for key in &KEYS[1..] {
+            assert!(v[key].is_u64(), "{line}");
+        }
+    }
+    // Everything there was to give back is gone: a second run frees nothing.
+    let again = dir.ok(&["compact", "a"]);
+    assert_eq!(again.len(), 1);
+    let v = json(&again[0]);
+    assert_eq!(v["queue"], "a");
+    assert_eq!(v["bytes_freed"], 0, "{v}");
+    assert_eq!(v["segments_removed"], 0, "{v}");
+    assert_eq!(v["segments_compacted"], 0, "{v}");
+    assert_eq!(v["journal_segments_removed"], 0, "{v}");
+
+    // The queue is as it was: 20 messages left, and the data directory checks clean.
+    let left = dir.ok(&["queue", "attributes", "a"]);
+    assert_eq!(
+        json(&left[0])["approximate_number_of_messages"],
+        20,
+        "{left:?}"
+    );
+    check(dir.run(&["check"]), 0);
+
+    // Text: name and the four numbers, tab-separated.
+    let text = dir.ok(&["-o", "text", "compact", "b.fifo"]);
+    assert_eq!(text, ["b.fifo\t0\t0\t0\t0"]);
+}
+
+#[test]
+fn compact_of_a_missing_queue_is_not_found_and_of_a_bad_name_invalid() {
+    let dir = Dir::new();
+    dir.ok(&["queue", "create", "a"]);
+    let out = check(dir.run(&["compact", "missing"]), 3);
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    check(dir.run(&["compact", "../a"]), 5);
+}
