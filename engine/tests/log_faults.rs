@@ -673,3 +673,49 @@ fn a_shared_writer_that_dies_mid_roll_leaves_a_consistent_log() {
         assert_holds(&log, 0, 6);
     }
 }
+
+#[test]
+fn with_writer_lock_makes_read_decide_append_atomic_across_shared_writers() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        writer_lock: shoal_engine::log::WriterLock::Shared,
+        durability: Durability::Never,
+        ..LogOptions::default()
+    };
+    let open = || {
+        Arc::new(
+            Log::open(
+                Arc::new(storage.clone()),
+                clock.clone(),
+                sim_dir(),
+                options.clone(),
+            )
+            .unwrap(),
+        )
+    };
+    let (a, b) = (open(), open());
+    let inside = Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let (a, inside) = (Arc::clone(&a), Arc::clone(&inside));
+        std::thread::spawn(move || {
+            a.with_writer_lock(|| {
+                let expected = a.next_offset();
+                inside.wait();
+                // The other writer tries to append now; it must wait for us.
+                std::thread::sleep(Duration::from_millis(50));
+                let got = a.append(&[Entry::new(b"mine")])?;
+                assert_eq!(got.first_offset, expected, "nobody appended in between");
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    inside.wait();
+    let theirs = b.append(&[Entry::new(b"theirs")]).unwrap();
+    holder.join().unwrap();
+    assert_eq!(
+        theirs.first_offset, 1,
+        "the other append came after the locked section"
+    );
+}

@@ -404,6 +404,15 @@ impl Log {
         })
     }
 
+    /// Runs `f` inside the writer lock. Appends `f` makes do not take the lock again, and no
+    /// other process appends meanwhile, so for a [`WriterLock::Shared`] writer a sequence of
+    /// reading, deciding and appending is atomic across processes. On entry the handle has
+    /// caught up with what others appended: [`Log::next_offset`] is the log's.
+    pub fn with_writer_lock<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let _ticket = self.inner.enter()?;
+        f()
+    }
+
     /// What recovery did when this handle opened the log.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery

@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! <data>/queues/<name>/queue.meta   attributes (see super::attributes)
-//! <data>/queues/<name>/LOCK         the queue lock: every state change holds it
 //! <data>/queues/<name>/messages/    message log: one record per message sent
-//! <data>/queues/<name>/journal/     state log: one record per state event
+//! <data>/queues/<name>/journal/     state log: one record per state event; its writer
+//!                                   lock is the queue lock, held by every state change
 //! <data>/queues/<name>/state.snap   snapshot of the state at a journal offset
 //! ```
 //!
 //! A standard send only appends to the message log (the log's own lock orders concurrent
-//! senders, and concurrent appends share an fsync). Everything else takes the queue lock,
+//! senders, and concurrent appends share an fsync); a FIFO send holds that lock from its
+//! deduplication check through its append. Everything else takes the queue lock,
 //! brings the in-memory [`State`] up to date by applying the journal records other processes
 //! appended since, decides, appends its events to the journal as one atomic batch, and
 //! applies them. The journal is written without waiting for the fsync, which happens after the
@@ -42,7 +43,6 @@ use crate::durability::DurabilityMode;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{Durability, Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
 use crate::meta;
-use crate::storage::LockFile;
 
 /// Most messages one receive returns.
 pub const MAX_RECEIVE_MESSAGES: usize = 10;
@@ -182,20 +182,6 @@ pub struct Queue {
     targets: Mutex<HashMap<String, Arc<Queue>>>,
     /// FIFO: the group served last, so receives take turns between groups.
     fifo_turn: Mutex<String>,
-    /// The queue lock file, kept open; the mutex makes this process's holders take turns
-    /// (an OS lock does not exclude threads sharing one open file).
-    lock_file: Mutex<Box<dyn LockFile>>,
-}
-
-/// The queue lock, held.
-struct HeldLock<'a>(MutexGuard<'a, Box<dyn LockFile>>);
-
-impl Drop for HeldLock<'_> {
-    fn drop(&mut self) {
-        // Closing the file or ending the process would release it too; an unlock that fails
-        // leaves the lock held until then.
-        let _ = self.0.unlock();
-    }
 }
 
 #[derive(Debug)]
@@ -337,7 +323,7 @@ fn open_logs(
     Ok((open_log("messages", false)?, open_log("journal", true)?))
 }
 
-/// Creates a new queue's two logs and lock file (before its attributes are written, which is what makes it
+/// Creates a new queue's two logs (before its attributes are written, which is what makes it
 /// exist), so that opening a queue never writes.
 pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttributes) -> Result<()> {
     let path = queues_dir(dir).join(name);
@@ -345,12 +331,7 @@ pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttribut
     for sub in ["messages", "journal"] {
         dir.remove_tree(&path.join(sub))?;
     }
-    open_logs(dir, &path, attributes)?;
-    let lock_path = path.join("LOCK");
-    dir.storage
-        .open_lock_file(&lock_path)
-        .map_err(|e| Error::io("create", &lock_path, e))?;
-    Ok(())
+    open_logs(dir, &path, attributes).map(drop)
 }
 
 impl Queue {
@@ -359,11 +340,6 @@ impl Queue {
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
         let (messages, journal) = open_logs(dir, &path, &attributes)?;
-        let lock_path = path.join("LOCK");
-        let lock_file = dir
-            .storage
-            .open_lock_file(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
         Ok(Queue {
             dir: Arc::clone(dir),
             name: name.to_string(),
@@ -376,16 +352,7 @@ impl Queue {
             dedup: Mutex::new(Dedup::default()),
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
-            lock_file: Mutex::new(lock_file),
         })
-    }
-
-    /// Takes the queue lock (every state change, and FIFO sends, hold it).
-    fn hold_lock(&self) -> Result<HeldLock<'_>> {
-        let file = lock(&self.lock_file);
-        file.lock()
-            .map_err(|e| Error::io("lock", self.path.join("LOCK"), e))?;
-        Ok(HeldLock(file))
     }
 
     /// The queue's name.
@@ -547,13 +514,22 @@ impl Queue {
         Ok(self.messages.append(&entries)?.first_offset)
     }
 
-    /// FIFO sends hold the queue lock: the deduplication check and the append are one step.
+    /// FIFO sends hold the message log's writer lock from the deduplication check through
+    /// the append, so the two are one step across processes.
     fn send_fifo(
         &self,
         messages: &[SendMessage],
         prepared: Vec<(MessageHeader, Vec<u8>)>,
     ) -> Result<Vec<Sent>> {
-        let _lock = self.hold_lock()?;
+        self.messages
+            .with_writer_lock(|| self.send_fifo_locked(messages, prepared))
+    }
+
+    fn send_fifo_locked(
+        &self,
+        messages: &[SendMessage],
+        prepared: Vec<(MessageHeader, Vec<u8>)>,
+    ) -> Result<Vec<Sent>> {
         let mut dedup = lock(&self.dedup);
         let now = self.dir.clock.now_ms();
         self.catch_up_dedup(&mut dedup, now)?;
@@ -660,14 +636,30 @@ impl Queue {
 
     // ---- the locked state ----
 
-    /// Runs `f` under the queue lock with the state brought up to date; `f` commits its events
-    /// through the [`Txn`]. Syncs the journal after the lock is released when the queue is
-    /// `Always` durable and something was written.
+    /// Runs `f` under the queue lock (the journal's writer lock: every state change holds it)
+    /// with the state brought up to date; `f` commits its events through the [`Txn`]. Syncs
+    /// the journal after the lock is released when the queue is `Always` durable and
+    /// something was written, so concurrent operations share the fsync.
     fn locked<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
         let attributes = self.attributes()?;
-        let result = {
-            let mut guard = lock(&self.state);
-            let _lock = self.hold_lock()?;
+        let mut guard = lock(&self.state);
+        let (r, wrote) = self
+            .journal
+            .with_writer_lock(|| self.locked_inner(&mut guard, &attributes, f))?;
+        drop(guard);
+        if wrote && attributes.durability == DurabilityMode::Always {
+            self.journal.sync()?;
+        }
+        Ok(r)
+    }
+
+    fn locked_inner<R>(
+        &self,
+        guard: &mut Option<Loaded>,
+        attributes: &QueueAttributes,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R>,
+    ) -> Result<(R, bool)> {
+        {
             if guard.is_none() {
                 *guard = Some(self.load_state()?);
             }
@@ -685,7 +677,7 @@ impl Queue {
                 let mut txn = Txn {
                     queue: self,
                     now: self.dir.clock.now_ms(),
-                    attributes: &attributes,
+                    attributes,
                     loaded,
                     wrote: false,
                 };
@@ -699,13 +691,8 @@ impl Queue {
                 // What is on disk is the truth: reload it next time.
                 *guard = None;
             }
-            outcome?
-        };
-        let (r, wrote) = result;
-        if wrote && attributes.durability == DurabilityMode::Always {
-            self.journal.sync()?;
+            outcome
         }
-        Ok(r)
     }
 
     fn load_state(&self) -> Result<Loaded> {
@@ -721,7 +708,12 @@ impl Queue {
         })
     }
 
+    /// Applies the journal records appended since the state was last brought up to date
+    /// (called inside the journal's writer lock, where the writer knows the journal's end).
     fn catch_up(&self, state: &mut State) -> Result<()> {
+        if self.journal.next_offset() == state.journal_next {
+            return Ok(());
+        }
         loop {
             let batch = self
                 .journal
