@@ -22,8 +22,12 @@ use shoal_engine::codec::file_header::{self, FileHeader, FileKind, HeaderError};
 use shoal_engine::codec::record::{self, Decoded, FrameFields};
 use shoal_engine::codec::{FORMAT_VERSION, crc, head, index};
 use shoal_engine::log::{Durability, Entry, Log, LogOptions, ReadLimit, segment};
+use shoal_engine::queue::stored::{self, Event, MessageHeader, Origin};
+use shoal_engine::queue::{
+    AttributeValue, MessageAttribute, QueueAttributes, Receive, SendMessage,
+};
 use shoal_engine::storage::FsStorage;
-use shoal_engine::{CorruptionKind, Error, datadir, meta};
+use shoal_engine::{CorruptionKind, DataDir, Error, datadir, meta};
 
 const DOC: &str = include_str!("../FORMAT.md");
 
@@ -225,6 +229,16 @@ fn code_constants() -> BTreeMap<String, String> {
         ("log::segment::LOCK_FILE", segment::LOCK_FILE.into()),
         ("log::segment::SEALED_FILE", segment::SEALED_FILE.into()),
         ("datadir::FORMAT_FILE", datadir::FORMAT_FILE.into()),
+        (
+            "queue::stored::KIND_MESSAGE",
+            stored::KIND_MESSAGE.to_string(),
+        ),
+        ("queue::stored::KIND_EVENT", stored::KIND_EVENT.to_string()),
+        (
+            "queue::stored::RECEIPT_VERSION",
+            stored::RECEIPT_VERSION.to_string(),
+        ),
+        ("queue::stored::RECEIPT_LEN", u(stored::RECEIPT_LEN)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -426,6 +440,26 @@ fn index_entry_table_matches_the_code() {
             ("position", index::POSITION_OFFSET, 4),
             ("timestamp", index::ENTRY_TIMESTAMP_OFFSET, 8),
         ],
+    );
+}
+
+#[test]
+fn receipt_handle_table_matches_the_code() {
+    let fields = assert_layout(
+        "Queues",
+        stored::RECEIPT_LEN,
+        &[
+            ("version", 0, 1),
+            ("incarnation", 1, 8),
+            ("offset", 9, 8),
+            ("receive count", 17, 4),
+            ("masked CRC32 of bytes 0..21", 21, 4),
+        ],
+    );
+    assert!(
+        field(&fields, "version")
+            .text
+            .contains(&format!("({})", stored::RECEIPT_VERSION))
     );
 }
 
@@ -887,4 +921,165 @@ fn never_durability_commits_before_it_syncs() {
     log.sync().unwrap();
     let h = std::fs::read(dir.join("head")).unwrap();
     assert_eq!((le64(&h, 24), le64(&h, 32)), (64 + 33, 64 + 33));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by a real queue
+
+#[test]
+fn queue_events_and_headers_encode_as_documented() {
+    // The variant index first, then the fields; integers below 251 in one byte, larger ones
+    // behind a 251 (u16), 252 (u32) or 253 (u64) marker.
+    assert_eq!(Event::Deleted { offset: 5 }.encode(), [2, 5]);
+    assert_eq!(Event::Purged { below: 300 }.encode(), [4, 0xFB, 0x2C, 0x01]);
+    assert_eq!(
+        Event::Visibility {
+            offset: 1,
+            visible_at: 70_000
+        }
+        .encode(),
+        [3, 1, 0xFC, 0x70, 0x11, 0x01, 0x00]
+    );
+    assert_eq!(Event::MoveDone { offset: 0 }.encode(), [6, 0]);
+    assert_eq!(
+        Event::MoveStarted {
+            offset: 1,
+            target: "q".into(),
+            target_from: 2,
+            receive_count: 3,
+            first_receive_ms: 4,
+        }
+        .encode(),
+        [5, 1, 1, b'q', 2, 3, 4]
+    );
+    // A message header: its fields in the documented order.
+    let header = MessageHeader {
+        id: "id".into(),
+        sent_ms: 1,
+        delay_ms: 2,
+        group: Some("g".into()),
+        dedup: None,
+        receive_count: 3,
+        first_receive_ms: 4,
+        origin: Some(Origin {
+            queue: "o".into(),
+            incarnation: 5,
+            offset: 6,
+        }),
+        attributes_len: 7,
+    };
+    assert_eq!(
+        header.encode(),
+        [
+            2, b'i', b'd', 1, 2, 1, 1, b'g', 0, 3, 4, 1, 1, b'o', 5, 6, 7
+        ]
+    );
+    // A payload: the attribute list (absent when empty), then the body.
+    let attribute = MessageAttribute {
+        name: "n".into(),
+        data_type: "Binary".into(),
+        value: AttributeValue::Binary(vec![9]),
+    };
+    let (payload, len) = stored::encode_payload(std::slice::from_ref(&attribute), b"body");
+    let mut expected = vec![1, 1, b'n', 6];
+    expected.extend_from_slice(b"Binary");
+    expected.extend_from_slice(&[1, 1, 9]);
+    assert_eq!(len as usize, expected.len());
+    expected.extend_from_slice(b"body");
+    assert_eq!(payload, expected);
+    assert_eq!(stored::encode_payload(&[], b"body"), (b"body".to_vec(), 0));
+}
+
+/// `(kind, header, payload)` of every frame of a segment.
+fn records(segment: &[u8]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    frames(segment)
+        .into_iter()
+        .map(|(at, ..)| {
+            let h = usize::from(u16::from_le_bytes([segment[at + 24], segment[at + 25]]));
+            let p = le32(segment, at + 4) as usize;
+            (
+                segment[at + 26],
+                segment[at + 32..at + 32 + h].to_vec(),
+                segment[at + 32 + h..at + 32 + h + p].to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_queue_writes_the_documented_files() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    data.create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let created_ms = data.queue_info("jobs").unwrap().created_ms;
+    let q = data.queue("jobs").unwrap();
+    let sent = q
+        .send(&SendMessage {
+            attributes: vec![MessageAttribute {
+                name: "n".into(),
+                data_type: "String".into(),
+                value: AttributeValue::String("v".into()),
+            }],
+            ..SendMessage::new("hello")
+        })
+        .unwrap();
+    let got = q.receive(&Receive::default()).unwrap();
+    q.delete(&got[0].receipt_handle).unwrap();
+    q.compact().unwrap();
+    let dir = tmp.path().join("queues/jobs");
+    assert_eq!(
+        names(&dir),
+        ["journal", "messages", "queue.meta", "state.snap"]
+    );
+
+    // queue.meta: name first, the incarnation after the attributes.
+    let m = std::fs::read(dir.join("queue.meta")).unwrap();
+    assert_eq!(&m[0..8], b"SHOALQUE");
+    assert_eq!(&m[20..25], b"\x04jobs");
+
+    // The message: kind 1, its header, then attributes and body split by attributes_len.
+    let seg = std::fs::read(dir.join("messages/00000000000000000000.log")).unwrap();
+    let messages = records(&seg);
+    assert_eq!(messages.len(), 1);
+    let (kind, header, payload) = &messages[0];
+    assert_eq!(*kind, stored::KIND_MESSAGE);
+    assert_eq!(header[0], 36, "the id's length, then the id");
+    assert_eq!(&header[1..37], sent.message_id.as_bytes());
+    let header = MessageHeader::decode(header).unwrap();
+    let split = header.attributes_len as usize;
+    assert_eq!(&payload[split..], b"hello");
+    assert_eq!(payload[0], 1, "one attribute");
+
+    // The journal: the receive (scan, then the receive), then the delete; kind 2, no header.
+    let seg = std::fs::read(dir.join("journal/00000000000000000000.log")).unwrap();
+    let events = records(&seg);
+    let summary: Vec<(u8, usize, u8)> = events
+        .iter()
+        .map(|(kind, header, payload)| (*kind, header.len(), payload[0]))
+        .collect();
+    assert_eq!(summary, [(2, 0, 0), (2, 0, 1), (2, 0, 2)]);
+    assert_eq!(events[2].2, [2, 0], "Deleted {{ offset: 0 }}");
+
+    // The receipt handle: 25 bytes of URL-safe base64 without padding.
+    let handle = &got[0].receipt_handle;
+    assert_eq!(handle.len(), 34);
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(handle)
+        .unwrap();
+    assert_eq!(bytes.len(), 25);
+    assert_eq!(bytes[0], 1);
+    assert_eq!(le64(&bytes, 1), created_ms);
+    assert_eq!(le64(&bytes, 9), 0);
+    assert_eq!(le32(&bytes, 17), 1);
+    assert_eq!(
+        le32(&bytes, 21),
+        crc32fast::hash(&bytes[..21]) ^ 0xA282_EAD8
+    );
+
+    // The snapshot: cursor 1, nothing purged, every journal record applied, nothing tracked.
+    let snap = std::fs::read(dir.join("state.snap")).unwrap();
+    assert_eq!(&snap[0..8], b"SHOALQSN");
+    assert_eq!(&snap[20..], [1, 0, 3, 0, 0, 0, 0, 0, 0]);
 }

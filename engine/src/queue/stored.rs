@@ -205,8 +205,11 @@ impl Event {
     }
 }
 
-const RECEIPT_VERSION: u8 = 1;
-const RECEIPT_LEN: usize = 1 + 8 + 8 + 4 + 4;
+/// Version byte of a receipt handle.
+pub const RECEIPT_VERSION: u8 = 1;
+/// Bytes of a receipt handle before its base64 encoding: version, incarnation, offset,
+/// receive count, checksum.
+pub const RECEIPT_LEN: usize = 1 + 8 + 8 + 4 + 4;
 
 /// What a receipt handle names: one receive of one message of one queue incarnation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
