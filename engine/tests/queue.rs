@@ -712,3 +712,31 @@ fn a_long_poll_returns_when_another_handle_sends() {
     // Woken by the send, not by the end of the 20 s wait.
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn deliveries_carry_their_origin_so_a_resumed_fan_out_skips_what_arrived() {
+    let env = env();
+    let q = env.standard("sub");
+    let dlq_source = "topic:news";
+    let mark = q.message_log_end().unwrap();
+    let batch: Vec<(SendMessage, u64)> = (10..13)
+        .map(|o| (SendMessage::new(format!("publish {o}")), o))
+        .collect();
+    q.deliver(&batch, dlq_source, 7).unwrap();
+    q.send(&SendMessage::new("direct")).unwrap();
+    let seen = env
+        .reopen("sub")
+        .delivered_since(mark, dlq_source, 7)
+        .unwrap();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [10, 11, 12]);
+    assert!(q.delivered_since(mark, dlq_source, 8).unwrap().is_empty());
+    assert!(
+        q.delivered_since(mark + 3, dlq_source, 7)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        bodies(&receive(&q, 10)),
+        ["publish 10", "publish 11", "publish 12", "direct"]
+    );
+}

@@ -276,6 +276,12 @@ fn log_options(dir: &DirInner, attributes: &QueueAttributes, journal: bool) -> L
     }
 }
 
+/// True when a message came from a queue (a dead-letter move), which a redrive sends it back
+/// to; messages delivered from a topic have no queue to go back to.
+fn is_queue_origin(origin: &Origin) -> bool {
+    crate::names::validate_queue_name(&origin.queue).is_ok()
+}
+
 fn check_fifo_id(what: &str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= MAX_FIFO_ID_LEN
@@ -1429,12 +1435,13 @@ impl Txn<'_> {
                     receive_count: header.receive_count,
                     first_receive_ms: header.first_receive_ms,
                 };
-                if m.visible_at > now || (to.is_none() && header.origin.is_none()) {
+                let back_to = header.origin.as_ref().filter(|o| is_queue_origin(o));
+                if m.visible_at > now || (to.is_none() && back_to.is_none()) {
                     // Delayed, or sent straight here with no source to go back to: stays.
                     kept.push(m);
                 } else if !self.expired(m.sent_ms) {
-                    if let Some(origin) = header.origin {
-                        origins.insert(m.offset, origin.queue);
+                    if let Some(origin) = back_to {
+                        origins.insert(m.offset, origin.queue.clone());
                     }
                     candidates.push(m);
                 }
@@ -1463,7 +1470,8 @@ impl Txn<'_> {
                             .filter(|r| r.offset == m.offset)
                             .map(|r| queue.message_header(&r))
                             .transpose()?
-                            .and_then(|h| h.origin);
+                            .and_then(|h| h.origin)
+                            .filter(is_queue_origin);
                         match origin {
                             Some(origin) => origin.queue,
                             // Sent straight to this queue: it has no source to go back to.
@@ -1557,6 +1565,89 @@ impl Queue {
         report.journal_segments_removed = journal.removed_segments.len() as u64;
         report.bytes_freed += journal.bytes_removed;
         Ok(report)
+    }
+}
+
+/// Exactly-once delivery into a queue from another log (a topic's fan-out): each delivered
+/// message carries its origin (`source`, its incarnation, its offset there), so a delivery cut
+/// short by a crash is completed without duplicates by looking, from a recorded
+/// [`Queue::message_log_end`], for what already arrived.
+impl Queue {
+    /// The message log's next offset (for all processes): record it with a delivery cursor.
+    pub fn message_log_end(&self) -> Result<u64> {
+        self.messages.reader().next_offset()
+    }
+
+    /// The origin offsets of the messages delivered from `source` (that incarnation) found in
+    /// the message log at or after `from`.
+    pub fn delivered_since(
+        &self,
+        from: u64,
+        source: &str,
+        incarnation: u64,
+    ) -> Result<std::collections::BTreeSet<u64>> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut from = from;
+        loop {
+            let batch = match self.messages.read(from, ReadLimit::default()) {
+                Err(Error::OffsetTrimmed { start, .. }) => {
+                    from = start;
+                    continue;
+                }
+                batch => batch?,
+            };
+            if batch.is_empty() {
+                return Ok(found);
+            }
+            for record in batch.iter() {
+                if let Some(origin) = self.message_header(&record)?.origin
+                    && origin.queue == source
+                    && origin.incarnation == incarnation
+                {
+                    found.insert(origin.offset);
+                }
+            }
+            from = batch.next_offset();
+        }
+    }
+
+    /// Sends messages delivered from `source` as one atomic append, each with its offset
+    /// there. Checked like [`Queue::send_batch`]; a FIFO queue's deduplication is the source's
+    /// business and is not applied again.
+    pub fn deliver(
+        &self,
+        messages: &[(SendMessage, u64)],
+        source: &str,
+        incarnation: u64,
+    ) -> Result<Vec<Sent>> {
+        let attributes = self.attributes()?;
+        let now = self.dir.clock.now_ms();
+        let mut prepared = Vec::with_capacity(messages.len());
+        for (m, offset) in messages {
+            let (mut header, payload) = self.prepare(&attributes, m)?;
+            header.sent_ms = now;
+            header.origin = Some(Origin {
+                queue: source.to_string(),
+                incarnation,
+                offset: *offset,
+            });
+            prepared.push((header, payload));
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.append_messages(&prepared)?;
+        Ok(messages
+            .iter()
+            .zip(&prepared)
+            .enumerate()
+            .map(|(i, ((m, _), (header, _)))| Sent {
+                message_id: header.id.clone(),
+                md5_of_body: md5_hex(m.body.as_bytes()),
+                md5_of_message_attributes: md5_of_message_attributes(&m.attributes),
+                sequence_number: attributes.fifo.then(|| sequence_number(first + i as u64)),
+            })
+            .collect())
     }
 }
 
