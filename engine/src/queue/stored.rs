@@ -45,7 +45,8 @@ fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8], what: &str) -> 
 /// a crash is finished exactly once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// The queue it was moved out of.
+    /// The queue it was moved out of, or what else delivered it (a topic names itself in a
+    /// form that is not a queue name, such as `topic:NAME`).
     pub queue: String,
     /// That queue's incarnation (creation time), so a recreated queue is a different one.
     pub incarnation: u64,
