@@ -4,10 +4,12 @@
 //! Groups:
 //! - `queue_engine`: through the engine API (`DataDir` -> `Queue`), 100-byte messages:
 //!   `send` of a batch of 10, and the full cycle `send` 10 + `receive` 10 + `delete` 10, in
-//!   `never` and `always` durability; throughput in messages.
+//!   `never` and `always` durability, each with the per-operation cross-process lock (any
+//!   process may use the queue) and `_exclusive` (the process owns the directory,
+//!   `DirOptions::exclusive`); throughput in messages.
 //! - `queue_engine_threads`: `always` durability, 8 threads sending at once (batches of 1 and
-//!   of 10), where group commit lets concurrent sends share an fdatasync; one iteration is one
-//!   send per thread.
+//!   of 10, shared and exclusive), where group commit lets concurrent sends share an
+//!   fdatasync; one iteration is one send per thread.
 //! - `queue_cli`: wall time of whole `shoal` processes (start included): `shoal send` of one
 //!   message, and `shoal receive --delete` of one, on an empty queue and on one holding
 //!   1,000,000 messages (the backlog must not make either slower). Skipped unless
@@ -24,9 +26,11 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shoal_engine::DataDir;
+use shoal_engine::clock::SystemClock;
 use shoal_engine::durability::DurabilityMode;
 use shoal_engine::queue::{Queue, QueueAttributes, Receive, SendMessage};
+use shoal_engine::storage::FsStorage;
+use shoal_engine::{DataDir, DirOptions};
 
 fn bench_dir() -> tempfile::TempDir {
     match std::env::var_os("SHOAL_BENCH_DIR") {
@@ -36,8 +40,21 @@ fn bench_dir() -> tempfile::TempDir {
     .expect("create the bench directory")
 }
 
-fn queue(root: &Path, durability: DurabilityMode) -> Queue {
-    let dir = DataDir::open(root).expect("open the data directory");
+/// A new queue. `exclusive`: the data directory is opened as the only user of its queues
+/// (`DirOptions::exclusive`, how a server owning the directory runs); otherwise every
+/// operation takes the cross-process lock, as the CLI and scripts sharing a directory do.
+fn queue(root: &Path, durability: DurabilityMode, exclusive: bool) -> Arc<Queue> {
+    let options = DirOptions {
+        exclusive,
+        ..DirOptions::default()
+    };
+    let dir = DataDir::open_with_options(
+        root,
+        Arc::new(FsStorage::new()),
+        Arc::new(SystemClock),
+        options,
+    )
+    .expect("open the data directory");
     let attributes = QueueAttributes {
         durability,
         ..QueueAttributes::defaults(false)
@@ -64,17 +81,20 @@ fn engine(c: &mut Criterion) {
     group.sample_size(20);
     group.throughput(Throughput::Elements(10));
     let messages = batch();
-    for (mode, durability) in [
-        ("never", DurabilityMode::Never),
-        ("always", DurabilityMode::Always),
+    for (mode, durability, exclusive) in [
+        ("never", DurabilityMode::Never, false),
+        ("never_exclusive", DurabilityMode::Never, true),
+        ("always", DurabilityMode::Always, false),
+        ("always_exclusive", DurabilityMode::Always, true),
     ] {
         let tmp = bench_dir();
-        let q = queue(tmp.path(), durability);
+        let q = queue(tmp.path(), durability, exclusive);
         group.bench_function(BenchmarkId::new("send_10", mode), |b| {
             b.iter(|| q.send_batch(black_box(&messages)).expect("send"));
         });
+        drop(q);
         let tmp = bench_dir();
-        let q = queue(tmp.path(), durability);
+        let q = queue(tmp.path(), durability, exclusive);
         group.bench_function(BenchmarkId::new("send_receive_delete_10", mode), |b| {
             b.iter(|| {
                 q.send_batch(&messages).expect("send");
@@ -94,13 +114,14 @@ fn engine_threads(c: &mut Criterion) {
     const THREADS: usize = 8;
     let mut group = c.benchmark_group("queue_engine_threads");
     group.sample_size(20);
-    for per_send in [1usize, 10] {
+    for (per_send, exclusive) in [(1usize, false), (10, false), (1, true), (10, true)] {
         let tmp = bench_dir();
-        let q = Arc::new(queue(tmp.path(), DurabilityMode::Always));
+        let q = queue(tmp.path(), DurabilityMode::Always, exclusive);
+        let lock = if exclusive { "_exclusive" } else { "" };
         let messages: Vec<SendMessage> = batch().into_iter().take(per_send).collect();
         group.throughput(Throughput::Elements((THREADS * per_send) as u64));
         group.bench_function(
-            BenchmarkId::new("always_8_senders", format!("batch_{per_send}")),
+            BenchmarkId::new("always_8_senders", format!("batch_{per_send}{lock}")),
             |b| {
                 b.iter_custom(|iters| {
                     let start = Arc::new(Barrier::new(THREADS + 1));
@@ -160,7 +181,7 @@ fn cli(c: &mut Criterion) {
         let filled = std::cell::OnceCell::new();
         let fill = || {
             filled.get_or_init(|| {
-                let q = queue(tmp.path(), DurabilityMode::Always);
+                let q = queue(tmp.path(), DurabilityMode::Always, false);
                 let messages: Vec<SendMessage> = (0..500)
                     .map(|i| SendMessage::new(format!("{i:0>100}")))
                     .collect();
@@ -186,12 +207,10 @@ fn long_poll(c: &mut Criterion) {
     let mut group = c.benchmark_group("queue_long_poll");
     group.sample_size(20);
     let tmp = bench_dir();
-    let sender = queue(tmp.path(), DurabilityMode::Never);
-    let receiver = Arc::new(
-        DataDir::open(tmp.path())
-            .and_then(|d| d.queue("bench"))
-            .expect("open a second handle"),
-    );
+    let sender = queue(tmp.path(), DurabilityMode::Never, false);
+    let receiver = DataDir::open(tmp.path())
+        .and_then(|d| d.queue("bench"))
+        .expect("open a second handle");
     group.bench_function("send_to_wakeup", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

@@ -41,6 +41,9 @@ pub(crate) struct DirInner {
     pub(crate) storage: SharedStorage,
     pub(crate) clock: SharedClock,
     pub(crate) options: DirOptions,
+    /// With [`DirOptions::exclusive`]: the queues this process has open, one handle each.
+    pub(crate) open_queues:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::queue::Queue>>>,
 }
 
 /// Settings of an open data directory that are not stored in it.
@@ -50,6 +53,11 @@ pub struct DirOptions {
     /// the state journal). Smaller segments let tests and benchmarks see rolls, retention
     /// and compaction without writing gigabytes.
     pub queue_segment_bytes: Option<u64>,
+    /// This process is the only one using the directory's queues (a server that owns the
+    /// directory): each queue's logs stay locked while it is open, so operations skip the
+    /// per-operation cross-process lock and catch-up, and another process that opens the
+    /// queue gets [`crate::Error::Locked`]. One handle per queue is shared by all callers.
+    pub exclusive: bool,
 }
 
 impl DataDir {
@@ -104,6 +112,7 @@ impl DataDir {
                 storage,
                 clock,
                 options,
+                open_queues: std::sync::Mutex::default(),
             }),
         })
     }

@@ -35,17 +35,17 @@ fn env() -> Env {
 }
 
 impl Env {
-    fn create(&self, name: &str, attributes: QueueAttributes) -> Queue {
+    fn create(&self, name: &str, attributes: QueueAttributes) -> Arc<Queue> {
         self.data.create_queue(name, &attributes).unwrap();
         self.data.queue(name).unwrap()
     }
 
-    fn standard(&self, name: &str) -> Queue {
+    fn standard(&self, name: &str) -> Arc<Queue> {
         self.create(name, QueueAttributes::defaults(false))
     }
 
     /// A second, independent handle, as another process would have.
-    fn reopen(&self, name: &str) -> Queue {
+    fn reopen(&self, name: &str) -> Arc<Queue> {
         let storage: SharedStorage = Arc::new(self.sim.clone());
         DataDir::open_with("/data", storage, self.clock.clone())
             .unwrap()
@@ -360,7 +360,7 @@ fn state_survives_reopen_and_many_snapshots() {
     assert_eq!(back, kept);
 }
 
-fn fifo(env: &Env, name: &str, content_dedup: bool) -> Queue {
+fn fifo(env: &Env, name: &str, content_dedup: bool) -> Arc<Queue> {
     env.create(
         name,
         QueueAttributes {
@@ -527,7 +527,7 @@ fn send_rejects_bad_bodies_and_oversized_messages_writing_nothing() {
     assert_eq!(receive(&q, 10).len(), 1, "only the valid send was stored");
 }
 
-fn with_dlq(env: &Env, max_receives: u32) -> (Queue, Queue) {
+fn with_dlq(env: &Env, max_receives: u32) -> (Arc<Queue>, Arc<Queue>) {
     let dlq = env.standard("dlq");
     let q = env.create(
         "work",
@@ -628,6 +628,7 @@ fn disk_use_stays_near_the_live_data_as_messages_flow_through() {
     let storage: SharedStorage = Arc::new(sim.clone());
     let options = shoal_engine::DirOptions {
         queue_segment_bytes: Some(SEGMENT),
+        ..shoal_engine::DirOptions::default()
     };
     let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
     data.create_queue("flow", &QueueAttributes::defaults(false))
@@ -739,4 +740,57 @@ fn deliveries_carry_their_origin_so_a_resumed_fan_out_skips_what_arrived() {
         bodies(&receive(&q, 10)),
         ["publish 10", "publish 11", "publish 12", "direct"]
     );
+}
+
+#[test]
+fn an_exclusive_directory_shares_one_handle_per_queue_and_locks_out_others() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let exclusive = shoal_engine::DirOptions {
+        exclusive: true,
+        ..shoal_engine::DirOptions::default()
+    };
+    let open = |options: shoal_engine::DirOptions| {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap()
+    };
+    let data = open(exclusive.clone());
+    data.create_queue("dlq", &QueueAttributes::defaults(false))
+        .unwrap();
+    data.create_queue(
+        "work",
+        &QueueAttributes {
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receives: 1,
+            }),
+            ..QueueAttributes::defaults(false)
+        },
+    )
+    .unwrap();
+    let work = data.queue("work").unwrap();
+    let dlq = data.queue("dlq").unwrap();
+    assert!(Arc::ptr_eq(&work, &data.queue("work").unwrap()));
+    // Another owner of the directory is refused while these are open.
+    assert!(matches!(
+        open(exclusive).queue("work"),
+        Err(Error::Locked { .. })
+    ));
+    // Everything works through the shared handles, dead-letter moves included.
+    send_all(&work, &["a", "b"]);
+    let got = receive(&work, 10);
+    assert_eq!(bodies(&got), ["a", "b"]);
+    work.delete(&got[0].receipt_handle).unwrap();
+    clock.advance(30_000);
+    assert!(
+        receive(&work, 10).is_empty(),
+        "b moved to the dead-letter queue"
+    );
+    assert_eq!(bodies(&receive(&dlq, 10)), ["b"]);
+    // Deleted and made again: a fresh handle, not the old one.
+    drop((work, dlq));
+    data.delete_queue("work").unwrap();
+    data.create_queue("work", &QueueAttributes::defaults(false))
+        .unwrap();
+    assert!(receive(&data.queue("work").unwrap(), 10).is_empty());
 }

@@ -36,6 +36,7 @@ fn busy_queue() -> Env {
     let storage: SharedStorage = Arc::new(sim.clone());
     let options = DirOptions {
         queue_segment_bytes: Some(16 << 10),
+        ..DirOptions::default()
     };
     let data = DataDir::open_with_options("/data", storage, clock, options).unwrap();
     data.create_queue("jobs", &QueueAttributes::defaults(false))

@@ -323,6 +323,11 @@ impl DataDir {
         dir.storage
             .sync_dir(&queue_dir)
             .map_err(|e| Error::io("fsync", &queue_dir, e))?;
+        // A handle kept open here must not be handed out for a queue made again later.
+        dir.open_queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
         dir.remove_tree(&queue_dir)
     }
 }

@@ -271,7 +271,11 @@ fn log_options(dir: &DirInner, attributes: &QueueAttributes, journal: bool) -> L
         )),
         max_record_bytes: (2 << 20) + (64 << 10),
         durability,
-        writer_lock: WriterLock::Shared,
+        writer_lock: if dir.options.exclusive {
+            WriterLock::Exclusive
+        } else {
+            WriterLock::Shared
+        },
         ..LogOptions::default()
     }
 }
@@ -299,10 +303,25 @@ fn check_fifo_id(what: &str, id: &str) -> Result<()> {
 
 /// Opening queues.
 impl DataDir {
-    /// Opens a queue for sending, receiving and the rest.
-    pub fn queue(&self, name: &str) -> Result<Queue> {
-        Queue::open(self.inner(), name)
+    /// Opens a queue for sending, receiving and the rest. With [`crate::DirOptions::exclusive`]
+    /// every call for one queue returns the same handle while one is alive.
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        open_queue(self.inner(), name)
     }
+}
+
+fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> {
+    if !dir.options.exclusive {
+        return Queue::open(dir, name).map(Arc::new);
+    }
+    let mut open = lock(&dir.open_queues);
+    if let Some(queue) = open.get(name).and_then(std::sync::Weak::upgrade) {
+        return Ok(queue);
+    }
+    let queue = Arc::new(Queue::open(dir, name)?);
+    open.retain(|_, q| q.strong_count() > 0);
+    open.insert(name.to_string(), Arc::downgrade(&queue));
+    Ok(queue)
 }
 
 /// What a scan of one message decided.
@@ -741,7 +760,7 @@ impl Queue {
         if let Some(q) = targets.get(name) {
             return Ok(Arc::clone(q));
         }
-        let q = Arc::new(Queue::open(&self.dir, name)?);
+        let q = open_queue(&self.dir, name)?;
         targets.insert(name.to_string(), Arc::clone(&q));
         Ok(q)
     }
