@@ -794,3 +794,40 @@ fn an_exclusive_directory_shares_one_handle_per_queue_and_locks_out_others() {
         .unwrap();
     assert!(receive(&data.queue("work").unwrap(), 10).is_empty());
 }
+
+#[test]
+fn expired_messages_leave_the_counts_and_the_disk_without_a_receive() {
+    const SEGMENT: u64 = 4 << 10;
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let options = shoal_engine::DirOptions {
+        queue_segment_bytes: Some(SEGMENT),
+        ..shoal_engine::DirOptions::default()
+    };
+    let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    data.create_queue(
+        "short",
+        &QueueAttributes {
+            retention: Duration::from_secs(60),
+            ..QueueAttributes::defaults(false)
+        },
+    )
+    .unwrap();
+    let q = data.queue("short").unwrap();
+    for i in 0..100 {
+        q.send(&SendMessage::new(format!("{i:0>100}"))).unwrap();
+    }
+    clock.advance(30_000);
+    q.send(&SendMessage::new("young")).unwrap();
+    assert_eq!(q.counts().unwrap().visible, 101);
+    let before = bytes_under(&sim, "/data/queues/short/messages");
+    clock.advance(30_000);
+    assert_eq!(q.counts().unwrap().visible, 1, "the first 100 expired");
+    // The next opener gives their segments back without receiving anything.
+    drop(q);
+    let q = data.queue("short").unwrap();
+    let after = bytes_under(&sim, "/data/queues/short/messages");
+    assert!(after * 3 < before, "{after} bytes left of {before}");
+    assert_eq!(bodies(&receive(&q, 10)), ["young"]);
+}

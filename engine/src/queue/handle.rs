@@ -365,6 +365,12 @@ impl Queue {
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
         let (messages, journal) = open_logs(dir, &path, &attributes)?;
+        // Messages past the retention period go even from a queue nobody receives from
+        // (the rest of the reclaiming runs as state changes accumulate).
+        messages.enforce_retention(&Retention {
+            max_age: Some(attributes.retention),
+            ..Retention::default()
+        })?;
         Ok(Queue {
             dir: Arc::clone(dir),
             name: name.to_string(),
@@ -954,15 +960,14 @@ impl Queue {
             let queue = txn.queue;
             let next = queue.messages.reader().next_offset()?;
             let start = queue.messages.reader().start_offset()?;
-            let cursor = state.cursor.max(start).min(next);
-            // Past the cursor every message is visible except a delayed one, and only the
-            // last 15 minutes of sends can still be delayed.
-            let mut from = cursor.max(
-                queue
-                    .messages
-                    .reader()
-                    .offset_at_time(now.saturating_sub(ms(MAX_DELAY)))?,
-            );
+            let reader = queue.messages.reader();
+            // Past the cursor every message is visible except an expired one (older than
+            // the retention period) or a delayed one (only the last 15 minutes of sends).
+            // (A message sent exactly one retention period ago has expired.)
+            let unexpired =
+                reader.offset_at_time(now.saturating_sub(ms(txn.attributes.retention)) + 1)?;
+            let cursor = state.cursor.max(start).max(unexpired).min(next);
+            let mut from = cursor.max(reader.offset_at_time(now.saturating_sub(ms(MAX_DELAY)))?);
             let mut unscanned_delayed = 0;
             while from < next {
                 let batch = queue.messages.read(from, ReadLimit::default())?;
