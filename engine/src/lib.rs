@@ -5,7 +5,9 @@
 //!
 //! Callers (the CLI, later an AWS-compatible server) use one handle, [`DataDir`], with typed
 //! requests and [`Error`]s: [`DataDir::create_stream`], [`DataDir::stream`] (puts, iterators,
-//! resharding, consumer groups), [`DataDir::check`].
+//! resharding, consumer groups), [`DataDir::check`]. SNS-style [`topic`]s fan published messages
+//! out to queues (exactly once), HTTP endpoints, commands and files ([`DataDir::create_topic`],
+//! [`DataDir::subscribe`], [`DataDir::topic`]).
 //!
 //! The foundation is [`log`]: a segment-file append log with CRC-framed records, sparse offset
 //! and time indexes, memory-mapped readers, group commit, crash recovery that cuts only a torn
@@ -68,6 +70,7 @@ pub mod names;
 pub mod queue;
 pub mod storage;
 pub mod stream;
+pub mod topic;
 
 pub use datadir::{DataDir, DirOptions};
 pub use error::{CorruptionKind, Error, Result};
