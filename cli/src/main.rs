@@ -6,6 +6,7 @@ mod compact;
 mod consume;
 mod queue;
 mod stream;
+mod topic;
 mod util;
 
 use std::path::PathBuf;
@@ -74,6 +75,13 @@ enum Command {
     /// Process a stream as one worker of a consumer group (checkpoints and shard leases in
     /// the data directory).
     Consume(consume::ConsumeArgs),
+    /// Create, list and delete SNS-style topics; subscribe queues, HTTP endpoints, commands
+    /// and files; deliver what is pending.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Publish a message to a topic; prints its id (and FIFO sequence number) once it is
+    /// durable, then fans it out to the subscriptions.
+    Publish(topic::PublishArgs),
     /// Verify every file of the data directory: headers, every record's checksum, indexes,
     /// metadata. Prints one JSON line per problem (file, offset, kind); exit 6 if any.
     Check,
@@ -126,6 +134,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Get(args) => stream::run_get(&dir, cli.output, args)?,
         Command::Reshard(args) => stream::run_reshard(&dir, cli.output, args)?,
         Command::Consume(args) => consume::run_consume(&dir, cli.output, args)?,
+        Command::Topic(command) => topic::run_topic(&dir, cli.output, command)?,
+        Command::Publish(args) => topic::run_publish(&dir, cli.output, args)?,
         Command::Check => return check::run_check(&dir, cli.output),
         Command::Compact(args) => compact::run_compact(&dir, cli.output, args)?,
         Command::DataDir => {}
