@@ -18,10 +18,7 @@ use crate::meta;
 use crate::names::validate_queue_name;
 use crate::storage::{OpenMode, Storage};
 
-// The state snapshot's name and magic, as `super::handle` writes it (a real snapshot decoding
-// with them is tested in tests/queue_check.rs).
-const SNAPSHOT_FILE: &str = "state.snap";
-const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
+use super::handle::{SNAPSHOT_FILE, SNAPSHOT_MAGIC};
 const MESSAGES_DIR: &str = "messages";
 const JOURNAL_DIR: &str = "journal";
 

@@ -16,8 +16,8 @@
 //! applies them. The journal is written without waiting for the fsync, which happens after the
 //! queue lock is released, so that concurrent receivers and deleters share one fsync too.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -34,10 +34,8 @@ use super::message::{
     MessageAttribute, hex, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
 };
 use super::state::State;
-use super::stored::{
-    Event, KIND_EVENT, KIND_MESSAGE, MessageHeader, Origin, Receipt, Scanned, decode_payload,
-    encode_payload,
-};
+use super::stored::{Event, KIND_MESSAGE, MessageHeader, Origin, encode_payload};
+use super::txn::Txn;
 use crate::datadir::{DataDir, DirInner};
 use crate::durability::DurabilityMode;
 use crate::error::{CorruptionKind, Error, Result};
@@ -51,18 +49,18 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 /// Longest FIFO group or deduplication id.
 pub const MAX_FIFO_ID_LEN: usize = 128;
 
-const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
-const SNAPSHOT_FILE: &str = "state.snap";
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
+pub(crate) const SNAPSHOT_FILE: &str = "state.snap";
 /// A snapshot is written after this many journal records.
-const SNAPSHOT_EVERY: u64 = 4096;
+pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
 /// Most message-log records one receive looks at past the cursor (bounds a receive's work,
 /// and a FIFO queue's held-back set, when the front of the queue is all delayed or busy).
-const SCAN_LIMIT: usize = 1024;
+pub(crate) const SCAN_LIMIT: usize = 1024;
 /// Most held-back messages (FIFO messages passed by the scan while their group was busy) a
 /// queue keeps in memory; past it, receives deliver from what is held until groups free up.
-const HELD_LIMIT: usize = 100_000;
+pub(crate) const HELD_LIMIT: usize = 100_000;
 /// Journal records between two looks for disk space to give back.
-const RECLAIM_EVERY: u64 = 1024;
+pub(crate) const RECLAIM_EVERY: u64 = 1024;
 /// Attributes are re-read at most this often by a long-lived handle.
 const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
 
@@ -169,32 +167,32 @@ pub struct QueueCounts {
 /// An open queue. Share it between threads; every process may open the same queue.
 #[derive(Debug)]
 pub struct Queue {
-    dir: Arc<DirInner>,
-    name: String,
-    path: PathBuf,
-    incarnation: u64,
-    attributes: Mutex<(Arc<QueueAttributes>, Instant)>,
-    messages: Log,
-    journal: Log,
+    pub(super) dir: Arc<DirInner>,
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    pub(super) incarnation: u64,
+    pub(super) attributes: Mutex<(Arc<QueueAttributes>, Instant)>,
+    pub(super) messages: Log,
+    pub(super) journal: Log,
     /// `None` until loaded, and after a failed journal write (reload from disk).
-    state: Mutex<Option<Loaded>>,
+    pub(super) state: Mutex<Option<Loaded>>,
     dedup: Mutex<Dedup>,
-    targets: Mutex<HashMap<String, Arc<Queue>>>,
+    pub(super) targets: Mutex<HashMap<String, Arc<Queue>>>,
     /// FIFO: the group served last, so receives take turns between groups.
-    fifo_turn: Mutex<String>,
+    pub(super) fifo_turn: Mutex<String>,
 }
 
 #[derive(Debug)]
-struct Loaded {
-    state: State,
+pub(super) struct Loaded {
+    pub(super) state: State,
     /// Journal offset the newest snapshot covers (the journal below it may go).
-    snapshot_at: u64,
+    pub(super) snapshot_at: u64,
     /// Journal offset at which to write the next snapshot.
-    snapshot_due: u64,
+    pub(super) snapshot_due: u64,
     /// Journal offset at the last look for space to reclaim.
-    reclaimed_at: u64,
+    pub(super) reclaimed_at: u64,
     /// Message-log segments this handle compacted, with the records each kept.
-    compacted: HashMap<u64, u64>,
+    pub(super) compacted: HashMap<u64, u64>,
 }
 
 /// FIFO deduplication ids of the last 5 minutes, built from the message log.
@@ -206,11 +204,11 @@ struct Dedup {
     order: std::collections::VecDeque<(u64, String)>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -220,7 +218,7 @@ fn ms(d: Duration) -> u64 {
 fn message_id() -> String {
     static SEED: OnceLock<(u64, u64)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    fn splitmix64(mut z: u64) -> u64 {
+    pub(super) fn splitmix64(mut z: u64) -> u64 {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -238,18 +236,18 @@ fn message_id() -> String {
         .to_string()
 }
 
-fn sequence_number(offset: u64) -> String {
+pub(super) fn sequence_number(offset: u64) -> String {
     format!("{offset:020}")
 }
 
-fn not_found(name: &str) -> Error {
+pub(super) fn not_found(name: &str) -> Error {
     Error::NotFound {
         kind: "queue",
         name: name.to_string(),
     }
 }
 
-fn corrupt(path: &std::path::Path, offset: u64, e: &Error) -> Error {
+pub(super) fn corrupt(path: &std::path::Path, offset: u64, e: &Error) -> Error {
     Error::corruption(path, offset, CorruptionKind::Metadata(e.to_string()))
 }
 
@@ -282,7 +280,7 @@ fn log_options(dir: &DirInner, attributes: &QueueAttributes, journal: bool) -> L
 
 /// True when a message came from a queue (a dead-letter move), which a redrive sends it back
 /// to; messages delivered from a topic have no queue to go back to.
-fn is_queue_origin(origin: &Origin) -> bool {
+pub(super) fn is_queue_origin(origin: &Origin) -> bool {
     crate::names::validate_queue_name(&origin.queue).is_ok()
 }
 
@@ -310,7 +308,7 @@ impl DataDir {
     }
 }
 
-fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> {
+pub(super) fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> {
     if !dir.options.exclusive {
         return Queue::open(dir, name).map(Arc::new);
     }
@@ -322,14 +320,6 @@ fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> {
     open.retain(|_, q| q.strong_count() > 0);
     open.insert(name.to_string(), Arc::downgrade(&queue));
     Ok(queue)
-}
-
-/// What a scan of one message decided.
-enum Decision {
-    Deliver,
-    Keep,
-    Drop,
-    Move(String),
 }
 
 fn open_logs(
@@ -360,7 +350,7 @@ pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttribut
 }
 
 impl Queue {
-    fn open(dir: &Arc<DirInner>, name: &str) -> Result<Queue> {
+    pub(super) fn open(dir: &Arc<DirInner>, name: &str) -> Result<Queue> {
         let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
@@ -411,7 +401,7 @@ impl Queue {
     // ---- sending ----
 
     /// Checks a message against the queue's rules; returns its stored header and payload.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         attributes: &QueueAttributes,
         m: &SendMessage,
@@ -531,7 +521,7 @@ impl Queue {
             .collect())
     }
 
-    fn append_messages(&self, prepared: &[(MessageHeader, Vec<u8>)]) -> Result<u64> {
+    pub(super) fn append_messages(&self, prepared: &[(MessageHeader, Vec<u8>)]) -> Result<u64> {
         let headers: Vec<Vec<u8>> = prepared.iter().map(|(h, _)| h.encode()).collect();
         let entries: Vec<Entry<'_>> = headers
             .iter()
@@ -547,7 +537,7 @@ impl Queue {
 
     /// FIFO sends hold the message log's writer lock from the deduplication check through
     /// the append, so the two are one step across processes.
-    fn send_fifo(
+    pub(super) fn send_fifo(
         &self,
         messages: &[SendMessage],
         prepared: Vec<(MessageHeader, Vec<u8>)>,
@@ -556,7 +546,7 @@ impl Queue {
             .with_writer_lock(|| self.send_fifo_locked(messages, prepared))
     }
 
-    fn send_fifo_locked(
+    pub(super) fn send_fifo_locked(
         &self,
         messages: &[SendMessage],
         prepared: Vec<(MessageHeader, Vec<u8>)>,
@@ -660,7 +650,7 @@ impl Queue {
         Ok(())
     }
 
-    fn message_header(&self, record: &Record<'_>) -> Result<MessageHeader> {
+    pub(super) fn message_header(&self, record: &Record<'_>) -> Result<MessageHeader> {
         MessageHeader::decode(record.header)
             .map_err(|e| corrupt(&self.path.join("messages"), record.offset, &e))
     }
@@ -671,7 +661,7 @@ impl Queue {
     /// with the state brought up to date; `f` commits its events through the [`Txn`]. Syncs
     /// the journal after the lock is released when the queue is `Always` durable and
     /// something was written, so concurrent operations share the fsync.
-    fn locked<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
+    pub(super) fn locked<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
         let attributes = self.attributes()?;
         let mut guard = lock(&self.state);
         let (r, wrote) = self
@@ -684,7 +674,7 @@ impl Queue {
         Ok(r)
     }
 
-    fn locked_inner<R>(
+    pub(super) fn locked_inner<R>(
         &self,
         guard: &mut Option<Loaded>,
         attributes: &QueueAttributes,
@@ -726,7 +716,7 @@ impl Queue {
         }
     }
 
-    fn load_state(&self) -> Result<Loaded> {
+    pub(super) fn load_state(&self) -> Result<Loaded> {
         let path = self.path.join(SNAPSHOT_FILE);
         let state: State =
             meta::read(&*self.dir.storage, &path, SNAPSHOT_MAGIC)?.unwrap_or_default();
@@ -741,7 +731,7 @@ impl Queue {
 
     /// Applies the journal records appended since the state was last brought up to date
     /// (called inside the journal's writer lock, where the writer knows the journal's end).
-    fn catch_up(&self, state: &mut State) -> Result<()> {
+    pub(super) fn catch_up(&self, state: &mut State) -> Result<()> {
         if self.journal.next_offset() == state.journal_next {
             return Ok(());
         }
@@ -761,7 +751,7 @@ impl Queue {
         }
     }
 
-    fn target(&self, name: &str) -> Result<Arc<Queue>> {
+    pub(super) fn target(&self, name: &str) -> Result<Arc<Queue>> {
         let mut targets = lock(&self.targets);
         if let Some(q) = targets.get(name) {
             return Ok(Arc::clone(q));
@@ -773,7 +763,12 @@ impl Queue {
 
     /// Copies a message into `target` (a dead-letter move keeps its receive count; a redrive
     /// resets it).
-    fn copy_to(&self, target: &Queue, offset: u64, counts: Option<(u32, u64)>) -> Result<()> {
+    pub(super) fn copy_to(
+        &self,
+        target: &Queue,
+        offset: u64,
+        counts: Option<(u32, u64)>,
+    ) -> Result<()> {
         let batch = self.messages.read(offset, ReadLimit::records(1))?;
         let Some(record) = batch.iter().next().filter(|r| r.offset == offset) else {
             // Gone (retention): nothing left to move.
@@ -797,7 +792,7 @@ impl Queue {
     }
 
     /// True when `target`'s message log holds, from `from` on, the copy of our `offset`.
-    fn copied(&self, target: &Queue, from: u64, offset: u64) -> Result<bool> {
+    pub(super) fn copied(&self, target: &Queue, from: u64, offset: u64) -> Result<bool> {
         let mut from = from;
         loop {
             let batch = match target.messages.read(from, ReadLimit::default()) {
@@ -881,7 +876,10 @@ impl Queue {
         }
     }
 
-    fn receive_once(&self, request: &Receive) -> Result<(Vec<ReceivedMessage>, Option<u64>)> {
+    pub(super) fn receive_once(
+        &self,
+        request: &Receive,
+    ) -> Result<(Vec<ReceivedMessage>, Option<u64>)> {
         self.locked(|txn| {
             txn.finish_moves()?;
             let out = txn.receive(request)?;
@@ -1016,662 +1014,9 @@ impl Queue {
 }
 
 impl Dedup {
-    fn remember(&mut self, key: String, id: String, offset: u64, at: u64) {
+    pub(super) fn remember(&mut self, key: String, id: String, offset: u64, at: u64) {
         self.order.push_back((at, key.clone()));
         self.ids.insert(key, (id, offset, at));
-    }
-}
-
-/// One locked operation on the queue state.
-struct Txn<'a> {
-    queue: &'a Queue,
-    now: u64,
-    attributes: &'a QueueAttributes,
-    loaded: &'a mut Loaded,
-    wrote: bool,
-}
-
-impl Txn<'_> {
-    /// Appends events to the journal as one atomic batch and applies them.
-    fn commit(&mut self, events: &[Event]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let encoded: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
-        let entries: Vec<Entry<'_>> = encoded
-            .iter()
-            .map(|payload| Entry {
-                kind: KIND_EVENT,
-                header: &[],
-                payload,
-            })
-            .collect();
-        let appended = self.queue.journal.append(&entries)?;
-        self.wrote = true;
-        let state = &mut self.loaded.state;
-        if appended.first_offset != state.journal_next {
-            return Err(Error::Conflict(format!(
-                "queue {:?}: the journal moved without the queue lock",
-                self.queue.name
-            )));
-        }
-        for event in events {
-            state.apply(event);
-        }
-        state.journal_next = appended.first_offset + appended.count;
-        Ok(())
-    }
-
-    fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.loaded.state.journal_next < self.loaded.snapshot_due {
-            return Ok(());
-        }
-        self.snapshot()
-    }
-
-    /// Writes a snapshot now if the journal moved since the newest one.
-    fn snapshot_now(&mut self) -> Result<()> {
-        if self.loaded.state.journal_next > self.loaded.snapshot_at {
-            self.snapshot()?;
-        }
-        Ok(())
-    }
-
-    fn snapshot(&mut self) -> Result<()> {
-        // The snapshot may only cover journal records that are durable.
-        self.queue.journal.sync()?;
-        let path = self.queue.path.join(SNAPSHOT_FILE);
-        let next = self.loaded.state.journal_next;
-        match meta::write(
-            &*self.queue.dir.storage,
-            &path,
-            SNAPSHOT_MAGIC,
-            &self.loaded.state,
-        ) {
-            Ok(()) => self.loaded.snapshot_at = next,
-            // Too large for one metadata file: keep replaying the journal (and keeping it)
-            // until the state shrinks.
-            Err(Error::InvalidArgument(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.loaded.snapshot_due = next + SNAPSHOT_EVERY;
-        Ok(())
-    }
-
-    fn maybe_reclaim(&mut self) -> Result<()> {
-        if self.loaded.state.journal_next < self.loaded.reclaimed_at + RECLAIM_EVERY {
-            return Ok(());
-        }
-        self.loaded.reclaimed_at = self.loaded.state.journal_next;
-        self.queue.reclaim(self.loaded, self.attributes)
-    }
-
-    fn expired(&self, sent_ms: u64) -> bool {
-        sent_ms.saturating_add(ms(self.attributes.retention)) <= self.now
-    }
-
-    /// The receipt's message, if the handle is this queue's and its message is in flight
-    /// under this very receive.
-    fn in_flight(&self, handle: &str) -> Result<u64> {
-        let receipt = Receipt::decode(handle)?;
-        if receipt.incarnation != self.queue.incarnation {
-            return Err(Error::InvalidReceiptHandle(handle.to_string()));
-        }
-        let state = &self.loaded.state;
-        match state.slot(receipt.offset) {
-            Some(slot)
-                if slot.receive_count == receipt.receive_count
-                    && slot.visible_at > self.now
-                    && state.is_waiting(receipt.offset) =>
-            {
-                Ok(receipt.offset)
-            }
-            _ => Err(Error::MessageNotInflight(
-                "the message was deleted, received again or its visibility timeout expired".into(),
-            )),
-        }
-    }
-
-    /// What deleting by `handle` does: `Some(offset)` deletes it, `None` does nothing.
-    fn check_delete(&self, handle: &str) -> Result<Option<u64>> {
-        let receipt = Receipt::decode(handle)?;
-        if receipt.incarnation != self.queue.incarnation {
-            return Err(Error::InvalidReceiptHandle(handle.to_string()));
-        }
-        if self.attributes.fifo {
-            return self.in_flight(handle).map(Some);
-        }
-        Ok(self
-            .loaded
-            .state
-            .slot(receipt.offset)
-            .filter(|slot| slot.receive_count == receipt.receive_count)
-            .map(|_| receipt.offset))
-    }
-
-    fn decide(&self, m: &Scanned, groups: &mut HashMap<String, bool>) -> Decision {
-        if m.offset < self.loaded.state.purged_below || self.expired(m.sent_ms) {
-            return Decision::Drop;
-        }
-        let visible = m.visible_at <= self.now;
-        if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
-            let taken = match groups.get(group) {
-                Some(taken) => *taken,
-                None => !self.loaded.state.group_busy(group),
-            };
-            if !taken || !visible {
-                // The group is busy, or this message must wait: nothing after it in the
-                // group may go ahead of it.
-                groups.insert(group.clone(), false);
-                return Decision::Keep;
-            }
-        } else if !visible {
-            return Decision::Keep;
-        }
-        if let Some(redrive) = &self.attributes.redrive
-            && m.receive_count >= redrive.max_receives
-        {
-            return Decision::Move(redrive.dead_letter_queue.clone());
-        }
-        if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
-            groups.insert(group.clone(), true);
-        }
-        Decision::Deliver
-    }
-
-    fn received(
-        &self,
-        m: &Scanned,
-        record: &Record<'_>,
-        visible_at: u64,
-    ) -> Result<(Event, ReceivedMessage)> {
-        let queue = self.queue;
-        let header = queue.message_header(record)?;
-        let (attributes, body) = decode_payload(&header, record.payload)
-            .map_err(|e| corrupt(&queue.path.join("messages"), record.offset, &e))?;
-        let receive_count = m.receive_count + 1;
-        let first_receive_ms = if m.first_receive_ms == 0 {
-            self.now
-        } else {
-            m.first_receive_ms
-        };
-        let event = Event::Received {
-            message: Scanned {
-                receive_count,
-                first_receive_ms,
-                ..m.clone()
-            },
-            visible_at,
-        };
-        let receipt = Receipt {
-            incarnation: queue.incarnation,
-            offset: m.offset,
-            receive_count,
-        };
-        let message = ReceivedMessage {
-            message_id: header.id,
-            receipt_handle: receipt.encode(),
-            body: String::from_utf8_lossy(body).into_owned(),
-            md5_of_body: md5_hex(body),
-            md5_of_message_attributes: md5_of_message_attributes(&attributes),
-            message_attributes: attributes,
-            receive_count,
-            sent_timestamp: header.sent_ms,
-            first_receive_timestamp: first_receive_ms,
-            sequence_number: self.attributes.fifo.then(|| sequence_number(m.offset)),
-            dedup_id: header.dedup.filter(|_| self.attributes.fifo),
-            group_id: header.group,
-        };
-        Ok((event, message))
-    }
-
-    fn move_started(&self, m: &Scanned, target: String) -> Result<Event> {
-        let target_from = self
-            .queue
-            .target(&target)?
-            .messages
-            .reader()
-            .next_offset()?;
-        Ok(Event::MoveStarted {
-            offset: m.offset,
-            target,
-            target_from,
-            receive_count: m.receive_count,
-            first_receive_ms: m.first_receive_ms,
-        })
-    }
-
-    fn receive(&mut self, request: &Receive) -> Result<Vec<ReceivedMessage>> {
-        let queue = self.queue;
-        let now = self.now;
-        self.loaded.state.expire(now);
-        let visible_at = now.saturating_add(ms(request
-            .visibility_timeout
-            .unwrap_or(self.attributes.visibility_timeout)));
-        let max = request.max_messages;
-        let mut out = Vec::new();
-        let mut events = Vec::new();
-        let mut moves = Vec::new();
-        let mut groups = HashMap::new();
-
-        // Messages visible again (or held back before): on a standard queue oldest first; on
-        // a FIFO queue group by group, each group's in order, taking turns between receives.
-        let state = &self.loaded.state;
-        let mut fully_visited = HashSet::new();
-        let ready: Vec<Scanned> = if self.attributes.fifo {
-            let mut ready = Vec::new();
-            let after = lock(&queue.fifo_turn).clone();
-            for group in state.ready_groups_from(&after) {
-                if ready.len() >= SCAN_LIMIT {
-                    break;
-                }
-                if state.group_busy(&group) {
-                    continue;
-                }
-                let before = ready.len();
-                ready.extend(
-                    state
-                        .ready_in_group(&group)
-                        .take(max + 1)
-                        .map(|(offset, slot)| slot.scanned(offset)),
-                );
-                if ready.len() - before <= max {
-                    fully_visited.insert(group);
-                } else {
-                    ready.pop();
-                }
-            }
-            ready
-        } else {
-            state
-                .ready()
-                .take(SCAN_LIMIT)
-                .map(|(offset, slot)| slot.scanned(offset))
-                .collect()
-        };
-        for m in ready {
-            if out.len() == max {
-                break;
-            }
-            match self.decide(&m, &mut groups) {
-                Decision::Keep => {}
-                Decision::Drop => events.push(Event::Deleted { offset: m.offset }),
-                Decision::Move(target) => {
-                    events.push(self.move_started(&m, target.clone())?);
-                    moves.push(m.offset);
-                }
-                Decision::Deliver => {
-                    let batch = match queue.messages.read(m.offset, ReadLimit::records(1)) {
-                        Err(Error::OffsetTrimmed { .. }) => {
-                            events.push(Event::Deleted { offset: m.offset });
-                            continue;
-                        }
-                        batch => batch?,
-                    };
-                    let Some(record) = batch.iter().next().filter(|r| r.offset == m.offset) else {
-                        events.push(Event::Deleted { offset: m.offset });
-                        continue;
-                    };
-                    let (event, message) = self.received(&m, &record, visible_at)?;
-                    if let Some(group) = m.group.as_ref().filter(|_| self.attributes.fifo) {
-                        group.clone_into(&mut lock(&queue.fifo_turn));
-                    }
-                    events.push(event);
-                    out.push(message);
-                }
-            }
-        }
-        // A FIFO group whose held-back messages were not all looked at must not have newer
-        // messages delivered ahead of them.
-        for group in self.loaded.state.ready_groups_from("") {
-            if !fully_visited.contains(&group) {
-                groups.insert(group, false);
-            }
-        }
-
-        // Then never-received messages, in log order. A FIFO queue stops passing messages
-        // of busy groups once it holds HELD_LIMIT of them, which bounds its memory.
-        let mut cursor = self.loaded.state.cursor;
-        let mut kept = Vec::new();
-        let mut scanned = 0;
-        let held_full = self.attributes.fifo && self.loaded.state.ready_len() >= HELD_LIMIT;
-        'scan: while out.len() < max && scanned < SCAN_LIMIT && !held_full {
-            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    cursor = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for record in batch.iter() {
-                if out.len() == max || scanned == SCAN_LIMIT {
-                    break 'scan;
-                }
-                cursor = record.offset + 1;
-                scanned += 1;
-                let header = queue.message_header(&record)?;
-                let m = Scanned {
-                    offset: record.offset,
-                    visible_at: record.timestamp_ms.saturating_add(header.delay_ms),
-                    sent_ms: header.sent_ms,
-                    group: header.group,
-                    receive_count: header.receive_count,
-                    first_receive_ms: header.first_receive_ms,
-                };
-                match self.decide(&m, &mut groups) {
-                    Decision::Drop => {}
-                    Decision::Keep => kept.push(m),
-                    Decision::Move(target) => {
-                        events.push(self.move_started(&m, target.clone())?);
-                        moves.push(m.offset);
-                    }
-                    Decision::Deliver => {
-                        let (event, message) = self.received(&m, &record, visible_at)?;
-                        events.push(event);
-                        out.push(message);
-                    }
-                }
-            }
-        }
-        if cursor != self.loaded.state.cursor {
-            events.insert(0, Event::Scanned { cursor, kept });
-        }
-        self.commit(&events)?;
-        for offset in moves {
-            self.finish_move(offset, false)?;
-        }
-        Ok(out)
-    }
-
-    /// Copies a moving message to its target unless a copy is there already (`look_from`),
-    /// then records the move done.
-    fn finish_move(&mut self, offset: u64, recovering: bool) -> Result<()> {
-        let queue = self.queue;
-        let Some(pending) = self
-            .loaded
-            .state
-            .pending_moves()
-            .find(|(o, _)| *o == offset)
-            .map(|(_, m)| m.clone())
-        else {
-            return Ok(());
-        };
-        let target = queue.target(&pending.target)?;
-        if !(recovering && queue.copied(&target, pending.target_from, offset)?) {
-            // A dead-letter move keeps the receive count; a redrive starts it again.
-            let to_dlq = self
-                .attributes
-                .redrive
-                .as_ref()
-                .is_some_and(|r| r.dead_letter_queue == pending.target);
-            let counts = to_dlq.then_some((pending.receive_count, pending.first_receive_ms));
-            queue.copy_to(&target, offset, counts)?;
-        }
-        self.commit(&[Event::MoveDone { offset }])
-    }
-
-    /// Finishes moves that a crashed process started.
-    fn finish_moves(&mut self) -> Result<()> {
-        let pending: Vec<u64> = self.loaded.state.pending_moves().map(|(o, _)| o).collect();
-        for offset in pending {
-            self.finish_move(offset, true)?;
-        }
-        Ok(())
-    }
-
-    /// Moves up to one batch of visible messages out of this queue (a redrive).
-    fn redrive_some(&mut self, to: Option<&str>) -> Result<u64> {
-        let queue = self.queue;
-        let now = self.now;
-        self.loaded.state.expire(now);
-        let mut candidates: Vec<Scanned> = self
-            .loaded
-            .state
-            .ready()
-            .take(MAX_RECEIVE_MESSAGES * 10)
-            .map(|(o, s)| s.scanned(o))
-            .collect();
-        let mut cursor = self.loaded.state.cursor;
-        let mut kept = Vec::new();
-        let mut origins = HashMap::new();
-        while candidates.len() < MAX_RECEIVE_MESSAGES * 10 {
-            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    cursor = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for record in batch.iter() {
-                cursor = record.offset + 1;
-                let header = queue.message_header(&record)?;
-                let m = Scanned {
-                    offset: record.offset,
-                    visible_at: record.timestamp_ms.saturating_add(header.delay_ms),
-                    sent_ms: header.sent_ms,
-                    group: header.group.clone(),
-                    receive_count: header.receive_count,
-                    first_receive_ms: header.first_receive_ms,
-                };
-                let back_to = header.origin.as_ref().filter(|o| is_queue_origin(o));
-                if m.visible_at > now || (to.is_none() && back_to.is_none()) {
-                    // Delayed, or sent straight here with no source to go back to: stays.
-                    kept.push(m);
-                } else if !self.expired(m.sent_ms) {
-                    if let Some(origin) = back_to {
-                        origins.insert(m.offset, origin.queue.clone());
-                    }
-                    candidates.push(m);
-                }
-            }
-        }
-        let mut events = Vec::new();
-        if cursor != self.loaded.state.cursor {
-            events.push(Event::Scanned { cursor, kept });
-        }
-        let mut moves = Vec::new();
-        for m in candidates {
-            if self.expired(m.sent_ms) || m.offset < self.loaded.state.purged_below {
-                events.push(Event::Deleted { offset: m.offset });
-                continue;
-            }
-            let target = match to {
-                Some(to) => to.to_string(),
-                None => match origins.remove(&m.offset) {
-                    Some(origin) => origin,
-                    None => {
-                        // Received here before: look at the record for its origin.
-                        let batch = queue.messages.read(m.offset, ReadLimit::records(1))?;
-                        let origin = batch
-                            .iter()
-                            .next()
-                            .filter(|r| r.offset == m.offset)
-                            .map(|r| queue.message_header(&r))
-                            .transpose()?
-                            .and_then(|h| h.origin)
-                            .filter(is_queue_origin);
-                        match origin {
-                            Some(origin) => origin.queue,
-                            // Sent straight to this queue: it has no source to go back to.
-                            None => continue,
-                        }
-                    }
-                },
-            };
-            events.push(self.move_started(&m, target.clone())?);
-            moves.push(m.offset);
-        }
-        self.commit(&events)?;
-        let n = moves.len() as u64;
-        for offset in moves {
-            self.finish_move(offset, false)?;
-        }
-        Ok(n)
-    }
-}
-
-/// What [`Queue::compact`] gave back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReclaimReport {
-    /// Message-log segments deleted whole.
-    pub segments_removed: u64,
-    /// Message-log segments rewritten without their deleted messages.
-    pub segments_compacted: u64,
-    /// Journal segments deleted (covered by a snapshot).
-    pub journal_segments_removed: u64,
-    /// Bytes freed.
-    pub bytes_freed: u64,
-}
-
-impl Queue {
-    /// Gives back disk space now (it is also done every few thousand state changes): see
-    /// [`Queue::reclaim`].
-    pub fn compact(&self) -> Result<ReclaimReport> {
-        self.locked(|txn| {
-            txn.snapshot_now()?;
-            txn.queue.reclaim_report(txn.loaded, txn.attributes)
-        })
-    }
-
-    fn reclaim(&self, loaded: &mut Loaded, attributes: &QueueAttributes) -> Result<()> {
-        self.reclaim_report(loaded, attributes).map(drop)
-    }
-
-    /// Gives back disk space: message-log segments below everything the state still needs
-    /// (deleted, expired or purged messages) or past the retention period are deleted whole;
-    /// sealed segments behind the cursor where fewer than half the records are still needed
-    /// are rewritten without the rest (readers that have the old file mapped keep it); journal
-    /// segments the newest snapshot covers are deleted. Runs under the queue lock.
-    fn reclaim_report(
-        &self,
-        loaded: &mut Loaded,
-        attributes: &QueueAttributes,
-    ) -> Result<ReclaimReport> {
-        let mut report = ReclaimReport::default();
-        let state = &loaded.state;
-        let removed = self.messages.enforce_retention(&Retention {
-            max_age: Some(attributes.retention),
-            max_bytes: None,
-            below_offset: Some(state.low_water()),
-        })?;
-        report.segments_removed = removed.removed_segments.len() as u64;
-        report.bytes_freed = removed.bytes_removed;
-        let segments = self.messages.segments()?;
-        loaded.compacted.retain(|base, _| segments.contains(base));
-        let mut compacted = Vec::new();
-        for pair in segments.windows(2) {
-            let [base, end] = [pair[0], pair[1]];
-            if end > state.cursor {
-                break;
-            }
-            let live = state.live_in(base..end);
-            let records = loaded.compacted.get(&base).copied().unwrap_or(end - base);
-            if live * 2 < records {
-                let done = self
-                    .messages
-                    .compact_segment(base, |r| state.needs(r.offset))?;
-                report.segments_compacted += 1;
-                report.bytes_freed += done.bytes_before.saturating_sub(done.bytes_after);
-                compacted.push((base, done.records_kept));
-            }
-        }
-        loaded.compacted.extend(compacted);
-        let journal = self.journal.enforce_retention(&Retention {
-            below_offset: Some(loaded.snapshot_at),
-            ..Retention::default()
-        })?;
-        report.journal_segments_removed = journal.removed_segments.len() as u64;
-        report.bytes_freed += journal.bytes_removed;
-        Ok(report)
-    }
-}
-
-/// Exactly-once delivery into a queue from another log (a topic's fan-out): each delivered
-/// message carries its origin (`source`, its incarnation, its offset there), so a delivery cut
-/// short by a crash is completed without duplicates by looking, from a recorded
-/// [`Queue::message_log_end`], for what already arrived.
-impl Queue {
-    /// The message log's next offset (for all processes): record it with a delivery cursor.
-    pub fn message_log_end(&self) -> Result<u64> {
-        self.messages.reader().next_offset()
-    }
-
-    /// The origin offsets of the messages delivered from `source` (that incarnation) found in
-    /// the message log at or after `from`.
-    pub fn delivered_since(
-        &self,
-        from: u64,
-        source: &str,
-        incarnation: u64,
-    ) -> Result<std::collections::BTreeSet<u64>> {
-        let mut found = std::collections::BTreeSet::new();
-        let mut from = from;
-        loop {
-            let batch = match self.messages.read(from, ReadLimit::default()) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    from = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                return Ok(found);
-            }
-            for record in batch.iter() {
-                if let Some(origin) = self.message_header(&record)?.origin
-                    && origin.queue == source
-                    && origin.incarnation == incarnation
-                {
-                    found.insert(origin.offset);
-                }
-            }
-            from = batch.next_offset();
-        }
-    }
-
-    /// Sends messages delivered from `source` as one atomic append, each with its offset
-    /// there. Checked like [`Queue::send_batch`]; a FIFO queue's deduplication is the source's
-    /// business and is not applied again.
-    pub fn deliver(
-        &self,
-        messages: &[(SendMessage, u64)],
-        source: &str,
-        incarnation: u64,
-    ) -> Result<Vec<Sent>> {
-        let attributes = self.attributes()?;
-        let now = self.dir.clock.now_ms();
-        let mut prepared = Vec::with_capacity(messages.len());
-        for (m, offset) in messages {
-            let (mut header, payload) = self.prepare(&attributes, m)?;
-            header.sent_ms = now;
-            header.origin = Some(Origin {
-                queue: source.to_string(),
-                incarnation,
-                offset: *offset,
-            });
-            prepared.push((header, payload));
-        }
-        if prepared.is_empty() {
-            return Ok(Vec::new());
-        }
-        let first = self.append_messages(&prepared)?;
-        Ok(messages
-            .iter()
-            .zip(&prepared)
-            .enumerate()
-            .map(|(i, ((m, _), (header, _)))| Sent {
-                message_id: header.id.clone(),
-                md5_of_body: md5_hex(m.body.as_bytes()),
-                md5_of_message_attributes: md5_of_message_attributes(&m.attributes),
-                sequence_number: attributes.fifo.then(|| sequence_number(first + i as u64)),
-            })
-            .collect())
     }
 }
 

@@ -11,12 +11,16 @@
 
 pub mod attributes;
 mod check;
+mod deliver;
 pub mod handle;
 pub mod message;
+pub mod reclaim;
 pub mod state;
 pub mod stored;
+mod txn;
 
 pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
 pub(crate) use check::check_queues;
-pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, ReclaimReport, SendMessage, Sent};
+pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, SendMessage, Sent};
 pub use message::{AttributeValue, MessageAttribute};
+pub use reclaim::ReclaimReport;
