@@ -3,8 +3,7 @@
 use super::handle::{Queue, SendMessage, Sent, sequence_number};
 use super::message::{md5_hex, md5_of_message_attributes};
 use super::stored::Origin;
-use crate::error::{Error, Result};
-use crate::log::ReadLimit;
+use crate::error::Result;
 
 /// Exactly-once delivery into a queue from another log (a topic's fan-out): each delivered
 /// message carries its origin (`source`, its incarnation, its offset there), so a delivery cut
@@ -25,28 +24,16 @@ impl Queue {
         incarnation: u64,
     ) -> Result<std::collections::BTreeSet<u64>> {
         let mut found = std::collections::BTreeSet::new();
-        let mut from = from;
-        loop {
-            let batch = match self.messages.read(from, ReadLimit::default()) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    from = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                return Ok(found);
+        self.each_message(from, |_, header| {
+            if let Some(origin) = header.origin
+                && origin.queue == source
+                && origin.incarnation == incarnation
+            {
+                found.insert(origin.offset);
             }
-            for record in batch.iter() {
-                if let Some(origin) = self.message_header(&record)?.origin
-                    && origin.queue == source
-                    && origin.incarnation == incarnation
-                {
-                    found.insert(origin.offset);
-                }
-            }
-            from = batch.next_offset();
-        }
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(found)
     }
 
     /// Sends messages delivered from `source` as one atomic append, each with its offset

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -609,32 +610,19 @@ impl Queue {
     /// processes too), and forgets those older than the window.
     fn catch_up_dedup(&self, dedup: &mut Dedup, now: u64) -> Result<()> {
         let horizon = now.saturating_sub(ms(DEDUP_WINDOW));
-        let mut from = match dedup.scanned {
+        let from = match dedup.scanned {
             Some(from) => from,
             None => self.messages.reader().offset_at_time(horizon)?,
         };
-        loop {
-            let batch = match self.messages.read(from, ReadLimit::default()) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    from = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                break;
+        let from = self.each_message(from, |record, header| {
+            if let Some(key) = header.dedup
+                && header.origin.is_none()
+                && record.timestamp_ms > horizon
+            {
+                dedup.remember(key, header.id, record.offset, record.timestamp_ms);
             }
-            for record in batch.iter() {
-                let header = self.message_header(&record)?;
-                if let Some(key) = header.dedup
-                    && header.origin.is_none()
-                    && record.timestamp_ms > horizon
-                {
-                    dedup.remember(key, header.id, record.offset, record.timestamp_ms);
-                }
-            }
-            from = batch.next_offset();
-        }
+            ControlFlow::Continue(())
+        })?;
         dedup.scanned = Some(from);
         while let Some((at, key)) = dedup.order.front() {
             if *at > horizon {
@@ -793,9 +781,30 @@ impl Queue {
 
     /// True when `target`'s message log holds, from `from` on, the copy of our `offset`.
     pub(super) fn copied(&self, target: &Queue, from: u64, offset: u64) -> Result<bool> {
-        let mut from = from;
+        let mut found = false;
+        target.each_message(from, |_, header| {
+            found = header.origin.as_ref().is_some_and(|o| {
+                o.queue == self.name && o.incarnation == self.incarnation && o.offset == offset
+            });
+            if found {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Calls `f` with every message (and its decoded header) of the message log from `from`
+    /// (or the first one still stored) to the end, until it breaks; returns the offset after
+    /// the last one looked at.
+    pub(super) fn each_message(
+        &self,
+        mut from: u64,
+        mut f: impl FnMut(&Record<'_>, MessageHeader) -> ControlFlow<()>,
+    ) -> Result<u64> {
         loop {
-            let batch = match target.messages.read(from, ReadLimit::default()) {
+            let batch = match self.messages.read(from, ReadLimit::default()) {
                 Err(Error::OffsetTrimmed { start, .. }) => {
                     from = start;
                     continue;
@@ -803,14 +812,12 @@ impl Queue {
                 batch => batch?,
             };
             if batch.is_empty() {
-                return Ok(false);
+                return Ok(from);
             }
             for record in batch.iter() {
-                let header = target.message_header(&record)?;
-                if header.origin.as_ref().is_some_and(|o| {
-                    o.queue == self.name && o.incarnation == self.incarnation && o.offset == offset
-                }) {
-                    return Ok(true);
+                let header = self.message_header(&record)?;
+                if f(&record, header).is_break() {
+                    return Ok(record.offset + 1);
                 }
             }
             from = batch.next_offset();

@@ -112,13 +112,7 @@ impl Storage for FsStorage {
     }
 
     fn lock(&self, path: &Path, wait: bool) -> io::Result<Box<dyn LockGuard>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_lock_file(path)?;
         if wait {
             file.lock()?;
         } else {
@@ -132,14 +126,7 @@ impl Storage for FsStorage {
     }
 
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Box::new(FsLockFile(file)))
+        Ok(Box::new(FsLockFile(open_lock_file(path)?)))
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -195,6 +182,17 @@ impl Watcher for Inotify {
         }
         Ok(ready)
     }
+}
+
+/// Opens (creating, 0600) a lock file.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 /// A lock file kept open; `flock` on it and off again.
