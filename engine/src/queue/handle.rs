@@ -174,7 +174,8 @@ pub struct Queue {
     pub(super) incarnation: u64,
     pub(super) attributes: Mutex<(Arc<QueueAttributes>, Instant)>,
     pub(super) messages: Log,
-    pub(super) journal: Log,
+    /// The state journal, opened on first use (a standard send never needs it).
+    journal: OnceLock<Log>,
     /// `None` until loaded, and after a failed journal write (reload from disk).
     pub(super) state: Mutex<Option<Loaded>>,
     dedup: Mutex<Dedup>,
@@ -323,20 +324,19 @@ pub(super) fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> 
     Ok(queue)
 }
 
-fn open_logs(
+/// Opens one of a queue's logs: `messages`, or with `journal` the state journal.
+fn open_log(
     dir: &DirInner,
     path: &std::path::Path,
     attributes: &QueueAttributes,
-) -> Result<(Log, Log)> {
-    let open_log = |sub: &str, journal: bool| {
-        Log::open(
-            Arc::clone(&dir.storage),
-            Arc::clone(&dir.clock),
-            path.join(sub),
-            log_options(dir, attributes, journal),
-        )
-    };
-    Ok((open_log("messages", false)?, open_log("journal", true)?))
+    journal: bool,
+) -> Result<Log> {
+    Log::open(
+        Arc::clone(&dir.storage),
+        Arc::clone(&dir.clock),
+        path.join(if journal { "journal" } else { "messages" }),
+        log_options(dir, attributes, journal),
+    )
 }
 
 /// Creates a new queue's two logs (before its attributes are written, which is what makes it
@@ -347,7 +347,8 @@ pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttribut
     for sub in ["messages", "journal"] {
         dir.remove_tree(&path.join(sub))?;
     }
-    open_logs(dir, &path, attributes).map(drop)
+    open_log(dir, &path, attributes, false)?;
+    open_log(dir, &path, attributes, true).map(drop)
 }
 
 impl Queue {
@@ -355,7 +356,7 @@ impl Queue {
         let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
-        let (messages, journal) = open_logs(dir, &path, &attributes)?;
+        let messages = open_log(dir, &path, &attributes, false)?;
         // Messages past the retention period go even from a queue nobody receives from
         // (the rest of the reclaiming runs as state changes accumulate).
         messages.enforce_retention(&Retention {
@@ -369,12 +370,23 @@ impl Queue {
             path,
             attributes: Mutex::new((Arc::new(attributes), Instant::now())),
             messages,
-            journal,
+            journal: OnceLock::new(),
             state: Mutex::new(None),
             dedup: Mutex::new(Dedup::default()),
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
         })
+    }
+
+    /// The state journal, opened on first use.
+    pub(super) fn journal(&self) -> Result<&Log> {
+        if let Some(journal) = self.journal.get() {
+            return Ok(journal);
+        }
+        let attributes = self.attributes()?;
+        let journal = open_log(&self.dir, &self.path, &attributes, true)?;
+        // Another thread may have opened it meanwhile: keep the first (dropping ours).
+        Ok(self.journal.get_or_init(|| journal))
     }
 
     /// The queue's name.
@@ -653,11 +665,11 @@ impl Queue {
         let attributes = self.attributes()?;
         let mut guard = lock(&self.state);
         let (r, wrote) = self
-            .journal
+            .journal()?
             .with_writer_lock(|| self.locked_inner(&mut guard, &attributes, f))?;
         drop(guard);
         if wrote && attributes.durability == DurabilityMode::Always {
-            self.journal.sync()?;
+            self.journal()?.sync()?;
         }
         Ok(r)
     }
@@ -720,12 +732,12 @@ impl Queue {
     /// Applies the journal records appended since the state was last brought up to date
     /// (called inside the journal's writer lock, where the writer knows the journal's end).
     pub(super) fn catch_up(&self, state: &mut State) -> Result<()> {
-        if self.journal.next_offset() == state.journal_next {
+        if self.journal()?.next_offset() == state.journal_next {
             return Ok(());
         }
         loop {
             let batch = self
-                .journal
+                .journal()?
                 .read(state.journal_next, ReadLimit::default())?;
             if batch.is_empty() {
                 return Ok(());

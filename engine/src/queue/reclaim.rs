@@ -72,7 +72,7 @@ impl Queue {
             }
         }
         loaded.compacted.extend(compacted);
-        let journal = self.journal.enforce_retention(&Retention {
+        let journal = self.journal()?.enforce_retention(&Retention {
             below_offset: Some(loaded.snapshot_at),
             ..Retention::default()
         })?;

@@ -48,7 +48,7 @@ impl Txn<'_> {
                 payload,
             })
             .collect();
-        let appended = self.queue.journal.append(&entries)?;
+        let appended = self.queue.journal()?.append(&entries)?;
         self.wrote = true;
         let state = &mut self.loaded.state;
         if appended.first_offset != state.journal_next {
@@ -81,7 +81,7 @@ impl Txn<'_> {
 
     pub(super) fn snapshot(&mut self) -> Result<()> {
         // The snapshot may only cover journal records that are durable.
-        self.queue.journal.sync()?;
+        self.queue.journal()?.sync()?;
         let path = self.queue.path.join(SNAPSHOT_FILE);
         let next = self.loaded.state.journal_next;
         match meta::write(
