@@ -437,3 +437,30 @@ fn exec_and_file_subscribers() {
     // Nothing delivered twice.
     assert_eq!(std::fs::read_to_string(&ran).unwrap(), "a jobs\nb jobs\n");
 }
+
+#[test]
+fn deliver_follow_is_the_dispatcher() {
+    let dir = Dir::new();
+    let (url, seen) = serve(1);
+    dir.ok(&["topic", "create", "hooks"]);
+    dir.ok(&["topic", "subscribe", "hooks", "--http", &url, "--raw"]);
+    let _dispatcher = common::Reaped(
+        dir.cmd(&["topic", "deliver", "--follow", "--min-delay", "10ms"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The publish's own attempt fails (the server's first answer is 500); the dispatcher,
+    // woken by the publish, delivers it.
+    dir.ok(&["publish", "hooks", "wake up"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "not delivered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[1].1, "wake up");
+    assert!(seen[1].0.contains("x-amz-sns-rawdelivery: true"));
+}

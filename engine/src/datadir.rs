@@ -6,6 +6,7 @@
 //! <root>/streams/LOCK          serializes stream creation, deletion and resharding
 //! <root>/streams/<name>/       one stream (see crate::stream)
 //! <root>/queues/<name>/        one queue (see crate::queue)
+//! <root>/topics/<name>/        one topic (see crate::topic)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -135,6 +136,7 @@ impl DataDir {
         }
         crate::stream::check_streams(&self.inner, &mut report)?;
         crate::queue::check_queues(&self.inner, &mut report)?;
+        crate::topic::check_topics(&self.inner, &mut report)?;
         Ok(report)
     }
 

@@ -556,3 +556,58 @@ fn file_and_command_subscribers_and_dead_letters() {
         statuses[3].last_failure
     );
 }
+
+#[test]
+fn delivered_segments_are_removed_and_check_reads_every_topic_file() {
+    let env = env();
+    let data = &env.data;
+    data.create_queue("q", &QueueAttributes::defaults(false))
+        .unwrap();
+    data.create_topic("t", &TopicAttributes::defaults(false))
+        .unwrap();
+    data.subscribe("t", &subscribe_queue("q", Some(r#"{"k": ["v"]}"#), false))
+        .unwrap();
+    let topic = data.topic("t").unwrap();
+    for i in 0..10 {
+        topic
+            .publish(&PublishMessage::new(format!("m{i}")))
+            .unwrap();
+    }
+    let report = data.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // Two hours on, the next publish starts a new segment (segments roll by age); once the
+    // cursor is past the old one, it goes.
+    env.clock.advance(2 * 3600 * 1000);
+    topic.publish(&PublishMessage::new("later")).unwrap();
+    topic.deliver().unwrap();
+    assert!(matches!(
+        topic.read(0, 10).unwrap_err(),
+        Error::OffsetTrimmed { .. }
+    ));
+    assert_eq!(topic.read(10, 10).unwrap()[0].body, "later");
+    let report = data.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // A flipped bit in a cursor and in the topic log are both found.
+    let cursor = env
+        .sim
+        .files()
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "cursor"))
+        .unwrap();
+    env.sim.corrupt(&cursor, 24, 0x01).unwrap();
+    let segment = env
+        .sim
+        .files()
+        .into_iter()
+        .filter(|f| {
+            f.starts_with("/data/topics/t/messages") && f.extension().is_some_and(|e| e == "log")
+        })
+        .max()
+        .unwrap();
+    let len = env.sim.contents(&segment).unwrap().len();
+    env.sim.corrupt(&segment, len - 3, 0x10).unwrap();
+    let report = data.check().unwrap();
+    let files: Vec<&std::path::Path> = report.problems.iter().map(|p| p.file.as_path()).collect();
+    assert!(files.contains(&cursor.as_path()), "{:?}", report.problems);
+    assert!(files.contains(&segment.as_path()), "{:?}", report.problems);
+}

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use super::{
 };
 use crate::datadir::{DataDir, DirInner};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::log::{Entry, Log, LogOptions, ReadLimit, Record, WriterLock};
+use crate::log::{Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
 use crate::meta;
 use crate::queue::message::{hex, validate_attributes, validate_body};
 use crate::queue::{AttributeValue, MessageAttribute, Queue, SendMessage};
@@ -48,10 +49,12 @@ pub const SAVE_EVERY: u64 = 256;
 /// ... or this often.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(super) const CURSORS_DIR: &str = "cursors";
+pub(crate) const CURSORS_DIR: &str = "cursors";
 const CURSOR_MAGIC: [u8; 8] = *b"SHOALCUR";
 const MAX_HEADER: usize = 64 << 10;
 const MAX_ATTRIBUTES: usize = 1 << 20;
+/// Publishes of one handle between two looks for topic-log segments every subscription is past.
+const RECLAIM_EVERY: u64 = 1024;
 /// Most messages one queue append carries.
 const QUEUE_CHUNK: usize = 100;
 
@@ -322,6 +325,11 @@ pub(super) fn start_cursor(data: &DataDir, meta: &TopicMeta, sub: &Subscription)
     )
 }
 
+/// Reads a cursor file, for `shoal check`.
+pub(super) fn check_cursor(storage: &dyn crate::storage::Storage, path: &Path) -> Result<()> {
+    meta::read::<Cursor>(storage, path, CURSOR_MAGIC).map(drop)
+}
+
 pub(super) fn remove_cursor(dir: &DirInner, topic: &str, id: &str) -> Result<()> {
     let topic_dir = topics_dir(dir).join(topic);
     for path in [
@@ -379,6 +387,8 @@ pub struct Topic {
     memos: Mutex<HashMap<String, Memo>>,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     policies: Mutex<HashMap<(String, String), Arc<FilterPolicy>>>,
+    /// Publishes by this handle, to look for log segments to remove every [`RECLAIM_EVERY`].
+    publishes: AtomicU64,
 }
 
 impl Topic {
@@ -400,6 +410,7 @@ impl Topic {
             memos: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            publishes: AtomicU64::new(0),
         })
     }
 
@@ -572,6 +583,9 @@ impl Topic {
         if let Some(last) = published.last_mut() {
             last.warnings.extend(warnings);
         }
+        if self.publishes.fetch_add(1, Ordering::Relaxed) % RECLAIM_EVERY == RECLAIM_EVERY - 1 {
+            self.reclaim()?;
+        }
         Ok(published)
     }
 
@@ -706,7 +720,34 @@ impl Topic {
     /// are retried by the topic's [`RetryPolicy`] (sleeping between attempts), then go to the
     /// dead-letter queue or are counted as failed. Returns one report per subscription.
     pub fn deliver(&self) -> Result<Vec<DeliveryReport>> {
-        self.fan_out(Mode::Drain)
+        let reports = self.fan_out(Mode::Drain)?;
+        self.reclaim()?;
+        Ok(reports)
+    }
+
+    /// Removes the topic log's sealed segments that every subscription's written cursor is
+    /// past (and, on a FIFO topic, older than the deduplication window). Returns the bytes
+    /// freed.
+    pub fn reclaim(&self) -> Result<u64> {
+        let mut below = self.end_offset()?;
+        for sub in load_subscriptions(self.dir(), &self.name)? {
+            let path = cursor_path(&self.path, &sub.id);
+            if let Some(cursor) = meta::read::<Cursor>(&*self.dir().storage, &path, CURSOR_MAGIC)? {
+                below = below.min(cursor.offset);
+            }
+        }
+        if self.attributes.fifo {
+            let window = u64::try_from(DEDUP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+            let since = self.dir().clock.now_ms().saturating_sub(window);
+            below = below.min(self.log.reader().offset_at_time(since)?);
+        }
+        Ok(self
+            .log
+            .enforce_retention(&Retention {
+                below_offset: Some(below),
+                ..Retention::default()
+            })?
+            .bytes_removed)
     }
 
     /// Delivers to every subscription, each in its own thread when there are several, so

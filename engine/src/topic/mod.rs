@@ -21,8 +21,10 @@
 //!
 //! - [`filter`]: subscription filter policies (SNS's operators, attribute or body scope).
 //! - [`handle`]: an open [`Topic`]: publish and deliver.
+//! - `check`: verifying every topic's files for `shoal check`.
 //! - `endpoint`: the SNS JSON envelope and the HTTP, command and file deliveries.
 
+mod check;
 mod endpoint;
 pub mod filter;
 pub mod handle;
@@ -38,6 +40,7 @@ use crate::meta;
 use crate::names::{validate_queue_name, validate_topic_name};
 use crate::storage::LockGuard;
 
+pub(crate) use check::check_topics;
 pub use filter::{FilterPolicy, FilterScope};
 pub use handle::{
     DeliveryReport, PublishMessage, Published, RetryPolicy, SubscriptionStatus, Topic,
