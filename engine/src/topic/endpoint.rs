@@ -69,10 +69,6 @@ impl Outgoing<'_> {
         }
         v.insert("Message".into(), self.body.into());
         v.insert("Timestamp".into(), rfc3339_ms(self.timestamp_ms).into());
-        v.insert(
-            "UnsubscribeURL".into(),
-            Value::String(format!("shoal topic unsubscribe {}", self.subscription_arn)),
-        );
         if !self.attributes.is_empty() {
             let attributes: Map<String, Value> = self
                 .attributes

@@ -256,7 +256,8 @@ struct Cursor {
 #[derive(Debug)]
 struct Memo {
     cursor: Cursor,
-    saved_offset: u64,
+    /// What this process last wrote (or read) as the cursor file.
+    saved: Option<Cursor>,
     saved_at: Instant,
 }
 
@@ -839,22 +840,37 @@ impl Topic {
         let mut memos = lock(&self.memos);
         let memo = memos.entry(sub.id.clone()).or_insert_with(|| Memo {
             cursor: Cursor::default(),
-            saved_offset: 0,
+            saved: None,
             saved_at: Instant::now(),
         });
+        let saved_offset = memo.saved.as_ref().map_or(0, |c| c.offset);
         let due = force
-            || cursor.offset >= memo.saved_offset + SAVE_EVERY
+            || cursor.offset >= saved_offset + SAVE_EVERY
             || memo.saved_at.elapsed() >= SAVE_INTERVAL;
-        if due && (cursor != memo.cursor || force) {
-            self.save_cursor(sub, &cursor)?;
-            memo.saved_offset = cursor.offset;
+        if due && memo.saved.as_ref() != Some(&cursor) {
+            self.write_cursor(sub, &cursor)?;
+            memo.saved = Some(cursor.clone());
             memo.saved_at = Instant::now();
         }
         memo.cursor = cursor;
         Ok(())
     }
 
+    /// Writes the cursor now (remote deliveries: after every message or attempt).
     fn save_cursor(&self, sub: &Subscription, cursor: &Cursor) -> Result<()> {
+        self.write_cursor(sub, cursor)?;
+        let mut memos = lock(&self.memos);
+        let memo = memos.entry(sub.id.clone()).or_insert_with(|| Memo {
+            cursor: cursor.clone(),
+            saved: None,
+            saved_at: Instant::now(),
+        });
+        memo.saved = Some(cursor.clone());
+        memo.saved_at = Instant::now();
+        Ok(())
+    }
+
+    fn write_cursor(&self, sub: &Subscription, cursor: &Cursor) -> Result<()> {
         meta::write(
             &*self.dir().storage,
             &cursor_path(&self.path, &sub.id),
@@ -1282,7 +1298,7 @@ impl Drop for Topic {
         let memos = std::mem::take(&mut *lock(&self.memos));
         for sub in subscriptions {
             if let Some(memo) = memos.get(&sub.id)
-                && memo.cursor.offset > memo.saved_offset
+                && memo.cursor.offset > memo.saved.as_ref().map_or(0, |c| c.offset)
             {
                 let lock_path = cursor_lock_path(&self.path, &sub.id);
                 // Only while nobody else delivers it: their cursor may be newer.
@@ -1296,7 +1312,7 @@ impl Drop for Topic {
                     .flatten()
                     .is_some_and(|saved| saved.offset > memo.cursor.offset);
                     if !newer {
-                        let _ = self.save_cursor(&sub, &memo.cursor);
+                        let _ = self.write_cursor(&sub, &memo.cursor);
                     }
                 }
             }
