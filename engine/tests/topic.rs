@@ -611,3 +611,48 @@ fn delivered_segments_are_removed_and_check_reads_every_topic_file() {
     assert!(files.contains(&cursor.as_path()), "{:?}", report.problems);
     assert!(files.contains(&segment.as_path()), "{:?}", report.problems);
 }
+
+#[test]
+fn a_file_that_cannot_be_written_dead_letters_only_matching_messages() {
+    let env = env();
+    let data = &env.data;
+    data.create_queue("dlq", &QueueAttributes::defaults(false))
+        .unwrap();
+    data.create_topic("t", &TopicAttributes::defaults(false))
+        .unwrap();
+    data.subscribe(
+        "t",
+        &Subscribe {
+            protocol: Protocol::File,
+            endpoint: "/nonexistent-dir/outbox.jsonl".into(),
+            raw: true,
+            filter_policy: Some(r#"{"keep": ["yes"]}"#.into()),
+            filter_scope: FilterScope::Attributes,
+            dead_letter_queue: Some("dlq".into()),
+        },
+    )
+    .unwrap();
+    let topic = data.topic("t").unwrap().with_retry(RetryPolicy {
+        attempts: 2,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+    });
+    for (body, keep) in [
+        ("skip", "no"),
+        ("a", "yes"),
+        ("skip too", "no"),
+        ("b", "yes"),
+    ] {
+        topic
+            .publish(&PublishMessage {
+                body: body.into(),
+                attributes: vec![attr("keep", "String", keep)],
+                ..PublishMessage::default()
+            })
+            .unwrap();
+    }
+    topic.deliver().unwrap();
+    assert_eq!(drain(data, "dlq"), ["a", "b"]);
+    let status = &data.subscriptions("t").unwrap()[0];
+    assert_eq!((status.pending, status.dead_lettered), (0, 2));
+}

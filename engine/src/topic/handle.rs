@@ -1118,39 +1118,35 @@ impl Topic {
             if sub.protocol == Protocol::File {
                 // Lines for every matching message of the batch, one write and one fsync.
                 let mut lines = Vec::new();
-                for m in &batch {
+                let mut first_match = None;
+                for (i, m) in batch.iter().enumerate() {
                     if self.matches(sub, m)? {
+                        first_match.get_or_insert(i);
                         lines.push(endpoint::file_line(&self.outgoing(&arn, m), sub.raw));
                     }
                 }
                 let next = batch.last().map_or(cursor.offset, |m| m.offset + 1);
-                if lines.is_empty() {
+                let Some(first_match) = first_match else {
                     cursor.offset = next;
                     continue;
-                }
+                };
                 match endpoint::append_lines(&sub.endpoint, &lines) {
                     Ok(()) => {
                         report.delivered += lines.len() as u64;
                         cursor.offset = next;
                         cursor.attempts = 0;
+                        cursor.next_attempt_ms = 0;
                         self.save_cursor(sub, cursor)?;
-                        continue;
                     }
                     Err(e) => {
-                        // Retry message by message below, so one attempt count applies.
-                        if !self.attempt_failed(
-                            sub,
-                            batch.get(..1).unwrap_or_default(),
-                            &e,
-                            cursor,
-                            mode,
-                            report,
-                        )? {
+                        // The attempt counts against the first message the batch delivers.
+                        let failed = batch.get(first_match..=first_match).unwrap_or_default();
+                        if !self.attempt_failed(sub, failed, &e, cursor, mode, report)? {
                             return Ok(());
                         }
-                        continue;
                     }
                 }
+                continue;
             }
             for m in &batch {
                 if !self.matches(sub, m)? {
