@@ -84,7 +84,7 @@ fn main() -> shoal_engine::Result<()> {
         let mut handles = Vec::with_capacity(got.len());
         for m in &got {
             let n: u64 = m.body.trim_start_matches('0').parse().unwrap_or(0);
-            if keep_every > 0 && n % keep_every == 0 {
+            if keep_every > 0 && n.is_multiple_of(keep_every) {
                 kept += 1;
             } else {
                 handles.push(m.receipt_handle.as_str());
@@ -93,7 +93,7 @@ fn main() -> shoal_engine::Result<()> {
         for result in queue.delete_batch(&handles)? {
             result?;
         }
-        if sent % (total / 20).max(10) == 0 || sent == total {
+        if sent.is_multiple_of((total / 20).max(10)) || sent == total {
             let disk = bytes_under(&queue_dir);
             peak = peak.max(disk);
             println!(
