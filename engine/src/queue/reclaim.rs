@@ -20,8 +20,10 @@ pub struct ReclaimReport {
 }
 
 impl Queue {
-    /// Gives back disk space now (it is also done every few thousand state changes): see
-    /// [`Queue::reclaim`].
+    /// Gives back disk space now (it is also done every thousand or so state changes):
+    /// message-log segments nothing needs any more are deleted, sealed segments mostly of
+    /// deleted messages are rewritten without them, and journal segments a snapshot covers
+    /// are deleted.
     pub fn compact(&self) -> Result<ReclaimReport> {
         self.locked(|txn| {
             txn.snapshot_now()?;
