@@ -19,7 +19,7 @@ use shoal_engine::queue::{
 };
 
 use crate::Output;
-use crate::util::{emit, invalid, parse_durability, parse_duration, rfc3339_ms};
+use crate::util::{emit, invalid, parse_attribute, parse_durability, parse_duration, rfc3339_ms};
 
 /// `shoal queue ...`
 #[derive(Debug, Subcommand)]
@@ -264,32 +264,6 @@ pub struct SendArgs {
     /// message once it is durable, in input order. Empty lines are skipped.
     #[arg(long, conflicts_with = "body")]
     lines: bool,
-}
-
-fn parse_attribute(text: &str) -> anyhow::Result<MessageAttribute> {
-    let Some((name, rest)) = text.split_once('=') else {
-        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
-    };
-    let Some((data_type, value)) = rest.split_once(':') else {
-        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
-    };
-    let value = if data_type.split('.').next() == Some("Binary") {
-        match BASE64.decode(value.as_bytes()) {
-            Ok(bytes) => AttributeValue::Binary(bytes),
-            Err(e) => {
-                return invalid(format!(
-                    "--attr {name}: the Binary value is not base64: {e}"
-                ));
-            }
-        }
-    } else {
-        AttributeValue::String(value.to_string())
-    };
-    Ok(MessageAttribute {
-        name: name.to_string(),
-        data_type: data_type.to_string(),
-        value,
-    })
 }
 
 fn sent_line(output: Output, sent: &Sent) -> String {

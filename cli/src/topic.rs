@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 use shoal_engine::DataDir;
 use shoal_engine::durability::DurabilityMode;
-use shoal_engine::queue::{AttributeValue, MessageAttribute};
+
 use shoal_engine::topic::{
     DeliveryReport, FilterScope, Protocol, PublishMessage, RetryPolicy, Subscribe,
     SubscriptionStatus, Topic, TopicAttributes, TopicInfo,
 };
 
 use crate::Output;
-use crate::util::{emit, invalid, parse_durability, parse_duration, rfc3339_ms};
+use crate::util::{emit, invalid, parse_attribute, parse_durability, parse_duration, rfc3339_ms};
 
 /// `shoal topic ...`
 #[derive(Debug, Subcommand)]
@@ -384,32 +382,6 @@ pub struct PublishArgs {
 }
 
 /// Parses `--attr NAME=TYPE:VALUE` (as `shoal send` does).
-fn parse_attribute(text: &str) -> anyhow::Result<MessageAttribute> {
-    let Some((name, rest)) = text.split_once('=') else {
-        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
-    };
-    let Some((data_type, value)) = rest.split_once(':') else {
-        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
-    };
-    let value = if data_type.split('.').next() == Some("Binary") {
-        match BASE64.decode(value.as_bytes()) {
-            Ok(bytes) => AttributeValue::Binary(bytes),
-            Err(e) => {
-                return invalid(format!(
-                    "--attr {name}: the Binary value is not base64: {e}"
-                ));
-            }
-        }
-    } else {
-        AttributeValue::String(value.to_string())
-    };
-    Ok(MessageAttribute {
-        name: name.to_string(),
-        data_type: data_type.to_string(),
-        value,
-    })
-}
-
 /// Runs `shoal publish`: prints `{"message_id", "sequence_number"?}` once the message is
 /// durable; deliveries that could not happen now are warnings on stderr (they stay pending
 /// for `shoal topic deliver`).

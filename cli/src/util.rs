@@ -4,8 +4,11 @@ use std::fmt;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use shoal_engine::Error;
 use shoal_engine::durability::DurabilityMode;
+use shoal_engine::queue::{AttributeValue, MessageAttribute};
 
 /// Exit codes of the CLI contract.
 pub mod exit {
@@ -106,6 +109,35 @@ pub fn parse_durability(text: &str) -> Result<DurabilityMode, String> {
             Ok(DurabilityMode::IntervalMs(ms))
         }
     }
+}
+
+/// Parses a message attribute `NAME=TYPE:VALUE` (`--attr` of `send` and `publish`): TYPE is
+/// String, Number or Binary, optionally with a custom suffix (`Number.int`); a Binary value is
+/// base64. The engine checks names, types and values.
+pub fn parse_attribute(text: &str) -> anyhow::Result<MessageAttribute> {
+    let Some((name, rest)) = text.split_once('=') else {
+        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
+    };
+    let Some((data_type, value)) = rest.split_once(':') else {
+        return invalid(format!("--attr {text:?}: use NAME=TYPE:VALUE"));
+    };
+    let value = if data_type.split('.').next() == Some("Binary") {
+        match BASE64.decode(value.as_bytes()) {
+            Ok(bytes) => AttributeValue::Binary(bytes),
+            Err(e) => {
+                return invalid(format!(
+                    "--attr {name}: the Binary value is not base64: {e}"
+                ));
+            }
+        }
+    } else {
+        AttributeValue::String(value.to_string())
+    };
+    Ok(MessageAttribute {
+        name: name.to_string(),
+        data_type: data_type.to_string(),
+        value,
+    })
 }
 
 /// Writes one output line and flushes: a line printed is a line the reader can see.
