@@ -27,12 +27,18 @@ const MAX_SMALL: usize = 1 << 20;
 /// Largest encoded attribute list (bounded by the 1 MiB message limit).
 const MAX_ATTRIBUTES_LEN: usize = 2 << 20;
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// Bincode (standard configuration) of a record header or payload; shared with topics.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain structs into a Vec cannot fail.
     bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
 }
 
-fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8], what: &str) -> Result<T> {
+/// Decodes what [`encode`] wrote, at most `LIMIT` bytes of it, all of `bytes` or an error
+/// (never a panic); shared with topics.
+pub(crate) fn decode<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T> {
     let config = bincode::config::standard().with_limit::<LIMIT>();
     match bincode::serde::decode_from_slice(bytes, config) {
         Ok((value, used)) if used == bytes.len() => Ok(value),

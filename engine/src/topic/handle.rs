@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +34,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
 use crate::meta;
 use crate::queue::message::{hex, validate_attributes, validate_body};
+use crate::queue::stored::{decode, encode};
 use crate::queue::{AttributeValue, MessageAttribute, Queue, SendMessage};
 use crate::storage::Watcher;
 
@@ -71,20 +71,6 @@ pub struct StoredHeader {
     pub dedup: Option<String>,
     /// Length of the encoded attributes at the start of the payload.
     pub attributes_len: u32,
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding plain structs into a Vec cannot fail.
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
-}
-
-fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8], what: &str) -> Result<T> {
-    let config = bincode::config::standard().with_limit::<LIMIT>();
-    match bincode::serde::decode_from_slice(bytes, config) {
-        Ok((value, used)) if used == bytes.len() => Ok(value),
-        Ok(_) => Err(Error::InvalidArgument(format!("{what}: trailing bytes"))),
-        Err(e) => Err(Error::InvalidArgument(format!("{what}: {e}"))),
-    }
 }
 
 /// A published message read back from the topic log.
