@@ -6,6 +6,9 @@
 #   benches/run-log-bench.sh --quick       criterion's quick mode: a rough pass
 #   benches/run-log-bench.sh append/never  extra arguments go to criterion (here a filter)
 #
+# After the benches, dd writes the volume `append/always/1KiB_x500` wrote (when that case ran),
+# and the two are compared like for like (see below).
+#
 # SHOAL_BENCH_DIR picks the directory (and so the disk) to measure; default: a new directory
 # under $TMPDIR (or /tmp), which must not be a tmpfs. Needs only bash, dd and cargo.
 set -euo pipefail
@@ -72,8 +75,31 @@ measure dd_4k if=/dev/zero of="$dir/dd.test" bs=4k count=2000 oflag=dsync
 rm -f "$dir/dd.test"
 export SHOAL_DD_SEQ="$dd_seq" SHOAL_DD_BATCHES="$dd_batches" SHOAL_DD_DSYNC_4K="$dd_4k"
 
+rm -f "$dir/append-volume"
 echo "== cargo bench -p shoal-benches --bench log -- $*"
 cargo bench -p shoal-benches --bench log -- "$@"
+
+# The target compares `always` appends with dd; 256 MiB fits in the virtual disk's fast burst,
+# while the appends write several GB (criterion runs them for seconds) and so also meet its slow
+# phase. The bench leaves in append-volume the bytes `append/always/1KiB_x500` wrote and its
+# median payload rate: write the same volume with dd, one fdatasync at the end, and compare.
+if [[ -s "$dir/append-volume" ]]; then
+    read -r volume append_rate < "$dir/append-volume"
+    mib=$(((volume + (1 << 20) - 1) >> 20))
+    echo "== dd: the volume append/always/1KiB_x500 wrote ($mib MiB), one fdatasync at the end"
+    measure dd_same if=/dev/zero of="$dir/dd.test" bs=1M count="$mib" conv=fdatasync
+    rm -f "$dir/dd.test"
+    dd_same_rate="$(mb_per_s "$dd_same")"
+    append_mb=$((append_rate / 1000000))
+    if [[ "$dd_same_rate" =~ ^([0-9]+)\ MB/s$ ]] && ((append_mb > 0)); then
+        ratio=$((BASH_REMATCH[1] * 100 / append_mb))
+        verdict=MISSED
+        ((ratio <= 150)) && verdict=MET
+        printf -- '- same volume: dd %s, append/always/1KiB_x500 %s MB/s of payload, dd is %d.%02dx that (%s)\n' \
+            "$dd_same_rate" "$append_mb" $((ratio / 100)) $((ratio % 100)) "$verdict"
+    fi
+    rm -f "$dir/append-volume"
+fi
 
 echo "== dd again, after the benches (the disk's speed drifts)"
 measure dd_seq_after if=/dev/zero of="$dir/dd.test" bs=1M count=256 conv=fdatasync

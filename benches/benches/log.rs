@@ -29,8 +29,11 @@
 //! criterion's samples of the mean time per iteration, the throughput at the median, and the
 //! checks against the targets of issue 2. If the environment holds `SHOAL_DD_SEQ`,
 //! `SHOAL_DD_BATCHES` and `SHOAL_DD_DSYNC_4K` (each "BYTES SECONDS" of a `dd` run, as the
-//! script sets them), durable appends are compared with those. The log lives in `SHOAL_BENCH_DIR` if set, else in the
-//! temp directory (which must be on the disk to be measured, not a tmpfs).
+//! script sets them), durable appends are compared with those. The log lives in
+//! `SHOAL_BENCH_DIR` if set, else in the temp directory (which must be on the disk to be
+//! measured, not a tmpfs). With `SHOAL_BENCH_DIR` set, the volume `append/always/1KiB_x500`
+//! wrote and its median rate go to `append-volume` there, and the script then runs `dd` over
+//! that same volume for a like-for-like comparison.
 
 use std::cell::OnceCell;
 use std::hint::black_box;
@@ -94,6 +97,10 @@ impl Work {
 
 /// Every bench defined in this run, by criterion's id, for the summary.
 static DEFINED: Mutex<Vec<(String, Work)>> = Mutex::new(Vec::new());
+
+/// Bytes of frames each `append` case wrote to its log (warm-up included), by criterion's id:
+/// the volume a `dd` of the same size writes for a like-for-like comparison.
+static APPENDED: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
 
 /// A criterion group that also records its benches for the summary.
 struct Group<'a> {
@@ -202,10 +209,19 @@ fn append(c: &mut Criterion) {
                 // Made on first use, so that a filtered-out case costs nothing; a fresh log
                 // for each case, removed after it.
                 let fresh: OnceCell<(TempDir, Log)> = OnceCell::new();
-                group.bench(mode, &format!("{}_x{batch}", label(size)), work, |b| {
+                let parameter = format!("{}_x{batch}", label(size));
+                group.bench(mode, &parameter, work, |b| {
                     let (_, log) = fresh.get_or_init(|| fresh_log(durability));
                     b.iter(|| log.append(black_box(&entries)).expect("append"));
                 });
+                // Every record appended, warm-up included, is a frame in the log's files.
+                if let Some((_, log)) = fresh.get() {
+                    let frame = (record::FRAME_HEADER_LEN + size) as u64;
+                    APPENDED.lock().expect("the volume list").push((
+                        format!("append/{mode}/{parameter}"),
+                        log.next_offset() * frame,
+                    ));
+                }
             }
         }
     }
@@ -370,7 +386,7 @@ fn main() {
 
 /// The table printed after the run, from the samples criterion saved.
 mod summary {
-    use super::{DEFINED, Path, PathBuf, SystemTime, Work, record};
+    use super::{APPENDED, DEFINED, Path, PathBuf, SystemTime, Work, record};
 
     /// Where criterion keeps its results, found as criterion finds it.
     fn criterion_home() -> Option<PathBuf> {
@@ -452,6 +468,23 @@ mod summary {
 
     fn verdict(met: bool) -> &'static str {
         if met { "MET" } else { "MISSED" }
+    }
+
+    /// For `benches/run-log-bench.sh`, which runs `dd` over the same volume after the benches:
+    /// `$SHOAL_BENCH_DIR/append-volume` holds the bytes of frames the case `id` wrote and its
+    /// median payload rate (bytes/s), as two integers.
+    fn write_volume(id: &str, payload_per_s: f64) {
+        let Some(dir) = std::env::var_os("SHOAL_BENCH_DIR") else {
+            return;
+        };
+        let appended = APPENDED.lock().expect("the volume list");
+        let Some((_, bytes)) = appended.iter().find(|(i, _)| i == id) else {
+            return;
+        };
+        let line = format!("{bytes} {payload_per_s:.0}\n");
+        if let Err(e) = std::fs::write(Path::new(&dir).join("append-volume"), line) {
+            println!("summary: cannot write the append volume: {e}");
+        }
     }
 
     pub(super) fn print(since: SystemTime) {
@@ -543,6 +576,7 @@ mod summary {
                     rate(r, "B")
                 ),
             }
+            write_volume("append/always/1KiB_x500", r);
         }
         if let (Some(r), Some((bytes, seconds))) = (
             median_rate("append/always/1KiB_x500", false),
