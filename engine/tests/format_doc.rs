@@ -1083,3 +1083,71 @@ fn a_queue_writes_the_documented_files() {
     assert_eq!(&snap[0..8], b"SHOALQSN");
     assert_eq!(&snap[20..], [1, 0, 3, 0, 0, 0, 0, 0, 0]);
 }
+
+#[test]
+fn a_topic_writes_the_documented_files() {
+    use shoal_engine::topic::{
+        FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes, handle::KIND_PUBLISHED,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    data.create_queue("sub", &QueueAttributes::defaults(false))
+        .unwrap();
+    data.create_topic("news", &TopicAttributes::defaults(false))
+        .unwrap();
+    let subscription = data
+        .subscribe(
+            "news",
+            &Subscribe {
+                protocol: Protocol::Queue,
+                endpoint: "sub".into(),
+                raw: true,
+                filter_policy: None,
+                filter_scope: FilterScope::Attributes,
+                dead_letter_queue: None,
+            },
+        )
+        .unwrap();
+    let topic = data.topic("news").unwrap();
+    topic
+        .publish(&PublishMessage {
+            subject: Some("s".into()),
+            ..PublishMessage::new("hello")
+        })
+        .unwrap();
+    drop(topic);
+    let dir = tmp.path().join("topics/news");
+    assert_eq!(
+        names(&dir),
+        ["cursors", "messages", "subscriptions.meta", "topic.meta"]
+    );
+    let magic = |path: &Path| std::fs::read(path).unwrap()[0..8].to_vec();
+    assert_eq!(magic(&dir.join("topic.meta")), b"SHOALTOP");
+    assert_eq!(magic(&dir.join("subscriptions.meta")), b"SHOALSUB");
+    let cursor = dir.join(format!("cursors/{}.cursor", subscription.id));
+    assert_eq!(magic(&cursor), b"SHOALCUR");
+    // topic.meta: the name first.
+    assert_eq!(
+        &std::fs::read(dir.join("topic.meta")).unwrap()[20..25],
+        b"\x04news"
+    );
+    // The published message: kind 1; header = id, subject, group, dedup, attributes_len.
+    let seg = std::fs::read(dir.join("messages/00000000000000000000.log")).unwrap();
+    let published = records(&seg);
+    assert_eq!(published.len(), 1);
+    let (kind, header, payload) = &published[0];
+    assert_eq!(*kind, KIND_PUBLISHED);
+    assert_eq!(header[0], 36, "the id's length, then the id");
+    assert_eq!(&header[37..40], [1, 1, b's'], "Some(subject)");
+    assert_eq!(
+        &header[40..],
+        [0, 0, 0],
+        "no group, no dedup, attributes_len 0"
+    );
+    assert_eq!(payload.as_slice(), b"hello");
+    // The queue copy names its origin: "topic:news", the topic's incarnation, offset 0.
+    let q = data.queue("sub").unwrap();
+    let incarnation = data.topic_info("news").unwrap().created_ms;
+    let found = q.delivered_since(0, "topic:news", incarnation).unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), [0]);
+}
