@@ -719,3 +719,51 @@ fn with_writer_lock_makes_read_decide_append_atomic_across_shared_writers() {
         "the other append came after the locked section"
     );
 }
+
+#[test]
+fn reopening_a_clean_log_does_not_fsync_its_directory_but_an_unpublished_roll_does() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        durability: Durability::Always,
+        ..LogOptions::default()
+    };
+    let open = || open_sim(&storage, &clock, &options);
+    let log = open();
+    log.append(&[Entry::new(b"one")]).unwrap();
+    drop(log);
+    let before = storage
+        .stats()
+        .dir_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let log = open();
+    let after = storage
+        .stats()
+        .dir_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        after, before,
+        "the head named the active segment: its name is durable"
+    );
+    // A segment the head does not name (a roll that never published) gets the fsync.
+    log.append(&[Entry::new(b"two")]).unwrap();
+    drop(log);
+    let base = 2;
+    let header = shoal_engine::codec::file_header::FileHeader {
+        kind: shoal_engine::codec::file_header::FileKind::Segment,
+        base_offset: base,
+        base_timestamp_ms: 0,
+    };
+    storage.put_file(&segment_file(&sim_dir(), base), &header.encode());
+    let before = storage
+        .stats()
+        .dir_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let log = open();
+    let after = storage
+        .stats()
+        .dir_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after > before, "the adopted segment's name is made durable");
+    assert_eq!(log.append(&[Entry::new(b"three")]).unwrap().first_offset, 2);
+}

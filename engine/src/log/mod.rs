@@ -329,11 +329,19 @@ impl Log {
         let opened = recovery::open_for_write(&*storage, &*clock, &dir, &options)?;
         // Every file recovery adopted must keep its name before anything is appended to it or
         // the head names it: the active segment may have been created by a roll that failed
-        // before its directory fsync, and recovery may have rewritten a header or an index.
-        // One fdatasync of the directory, every open.
-        storage
-            .sync_dir(&dir)
-            .map_err(|e| Error::io("fsync", &dir, e))?;
+        // before its directory fsync, and recovery may have created, rewritten or removed
+        // files. Only when the head already named the active segment (published after the
+        // roll's directory fsync) and recovery touched no name is the directory known durable.
+        let report = &opened.report;
+        let names_durable = opened.head_named_active
+            && report.files_created == 0
+            && report.removed_files.is_empty()
+            && report.indexes_rebuilt.is_empty();
+        if !names_durable {
+            storage
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync", &dir, e))?;
+        }
         let watermark = opened.writer.watermark();
         let head = Head {
             active_base: watermark.base,

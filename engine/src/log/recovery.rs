@@ -46,6 +46,9 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: Vec<u64>,
     /// Leftover files removed (interrupted compaction, orphaned indexes).
     pub removed_files: Vec<PathBuf>,
+    /// Files recovery created or wrote a header into again (a new log's first segment, the
+    /// header of a segment an interrupted roll left unfinished, a missing index).
+    pub files_created: u64,
 }
 
 /// A log ready for appending.
@@ -54,6 +57,9 @@ pub(super) struct Opened {
     pub writer: Writer,
     pub start_offset: u64,
     pub report: RecoveryReport,
+    /// The head named the segment recovery made active: a roll publishes a segment only after
+    /// fsyncing the directory, so its name is durable already.
+    pub head_named_active: bool,
 }
 
 pub(super) fn open_for_write(
@@ -71,6 +77,7 @@ pub(super) fn open_for_write(
     if created {
         let now = clock.now_ms();
         create_segment_files(storage, dir, 0, now)?;
+        report.files_created += 2;
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync", dir, e))?;
@@ -119,6 +126,7 @@ pub(super) fn open_for_write(
         writer,
         start_offset,
         report,
+        head_named_active: head.is_some_and(|h| h.active_base == active_base),
     })
 }
 
@@ -281,6 +289,7 @@ fn recover_active(
                 base_timestamp_ms: base_ts(),
             };
             segment::create_with_header(storage, &path, &header)?;
+            report.files_created += 1;
             header
         }
         Err(e) => return Err(e),
@@ -298,6 +307,7 @@ fn recover_active(
         }
         Err(_) => {
             // A missing or damaged index header: the index is only a hint, start it afresh.
+            report.files_created += 1;
             segment::create_with_header(
                 storage,
                 &index_path,
