@@ -84,7 +84,7 @@ enum Command {
     Publish(topic::PublishArgs),
     /// Verify every file of the data directory: headers, every record's checksum, indexes,
     /// metadata. Prints one JSON line per problem (file, offset, kind); exit 6 if any.
-    Check,
+    Check(check::CheckArgs),
     /// Give queue disk space back now: delete message-log segments no message needs, rewrite
     /// segments mostly of deleted messages, delete journal segments a fresh snapshot covers.
     /// Every queue, or just NAME. Prints one JSON line per queue (segments_removed,
@@ -136,7 +136,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Consume(args) => consume::run_consume(&dir, cli.output, args)?,
         Command::Topic(command) => topic::run_topic(&dir, cli.output, command)?,
         Command::Publish(args) => topic::run_publish(&dir, cli.output, args)?,
-        Command::Check => return check::run_check(&dir, cli.output),
+        Command::Check(args) => return check::run_check(&dir, args, cli.output),
         Command::Compact(args) => compact::run_compact(&dir, cli.output, args)?,
         Command::DataDir => {}
     }

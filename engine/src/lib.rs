@@ -68,9 +68,11 @@ pub mod log;
 pub mod meta;
 pub mod names;
 pub mod queue;
+pub mod repair;
 pub mod storage;
 pub mod stream;
 pub mod topic;
 
 pub use datadir::{DataDir, DirOptions};
 pub use error::{CorruptionKind, Error, Result};
+pub use repair::RepairReport;

@@ -9,14 +9,15 @@
 //! index.
 
 use std::io;
+use std::path::Path;
 
 use super::recovery::{index_entries_for, write_index};
 use super::scan::{FrameScan, Stop};
-use super::{Inner, Record, guard, segment};
-use crate::codec::file_header::{FILE_HEADER_LEN, FileKind};
+use super::{Inner, LogReader, Record, guard, segment};
+use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::codec::record::{self, FLAG_END_OF_BATCH, FrameFields};
 use crate::error::{Error, Result};
-use crate::storage::OpenMode;
+use crate::storage::{OpenMode, Storage};
 
 /// What compaction did to one segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,7 +48,6 @@ pub(super) fn compact(
     }
     let storage = &*inner.storage;
     let path = segment::segment_path(&inner.dir, base);
-    let index_path = segment::index_path(&inner.dir, base);
     let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
     let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
     let mut old = vec![
@@ -79,22 +79,7 @@ pub(super) fn compact(
             continue;
         }
         report.records_kept += 1;
-        // Each kept record is a batch of its own: the batches it came in are partly gone.
-        record::encode_into(
-            &mut new,
-            &FrameFields {
-                offset: frame.offset,
-                timestamp_ms: frame.timestamp_ms,
-                kind: frame.kind,
-                flags: FLAG_END_OF_BATCH,
-                header: frame.header,
-                payload: frame.payload,
-            },
-        )
-        .map_err(|e| Error::RecordTooLarge {
-            size: e.size,
-            max: u64::from(record::MAX_PAYLOAD_LEN),
-        })?;
+        push_record(&mut new, &frame)?;
     }
     match scan.stop() {
         Some(Stop::Corrupt { position, kind }) => {
@@ -113,7 +98,59 @@ pub(super) fn compact(
         _ => {}
     }
     report.bytes_after = new.len() as u64;
-    let (entries, _) = index_entries_for(&new, base, inner.options.index_interval_bytes);
+    replace_segment(
+        storage,
+        &inner.dir,
+        inner.options.index_interval_bytes,
+        Some(&inner.reader),
+        base,
+        &header,
+        &new,
+    )?;
+    Ok(report)
+}
+
+/// Appends `frame` to `out` as a batch of its own (the batch it came in may be partly gone),
+/// with its offset, timestamp, kind, header and payload unchanged.
+pub(super) fn push_record(out: &mut Vec<u8>, frame: &record::Frame<'_>) -> Result<()> {
+    record::encode_into(
+        out,
+        &FrameFields {
+            offset: frame.offset,
+            timestamp_ms: frame.timestamp_ms,
+            kind: frame.kind,
+            flags: FLAG_END_OF_BATCH,
+            header: frame.header,
+            payload: frame.payload,
+        },
+    )
+    .map_err(|e| Error::RecordTooLarge {
+        size: e.size,
+        max: u64::from(record::MAX_PAYLOAD_LEN),
+    })
+}
+
+/// Replaces the sealed segment `base` with `new` (a whole segment file: `header`, then
+/// frames) and a fresh index for it: both written to `.compact` files and fsynced, then renamed
+/// over the old ones and the directory fsynced. The old files are never written.
+/// `reader`, if the log has one open, forgets its mappings of the old files.
+pub(super) fn replace_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    index_interval: u32,
+    reader: Option<&LogReader>,
+    base: u64,
+    header: &FileHeader,
+    new: &[u8],
+) -> Result<()> {
+    let path = segment::segment_path(dir, base);
+    let index_path = segment::index_path(dir, base);
+    let (entries, _) = index_entries_for(new, base, index_interval);
+    let invalidate = || {
+        if let Some(reader) = reader {
+            reader.invalidate(base);
+        }
+    };
 
     let temp = segment::compact_path(&path);
     let temp_index = segment::compact_path(&index_path);
@@ -123,10 +160,10 @@ pub(super) fn compact(
             .map_err(|e| Error::io("create", &temp, e))?;
         out.set_len(0)
             .map_err(|e| Error::io("truncate", &temp, e))?;
-        out.write_all_at(&new, 0)
+        out.write_all_at(new, 0)
             .map_err(|e| Error::io("write", &temp, e))?;
         out.sync_data().map_err(|e| Error::io("fsync", &temp, e))?;
-        write_index(storage, &temp_index, &header, &entries)
+        write_index(storage, &temp_index, header, &entries)
     })();
     if let Err(e) = written {
         // Nothing has replaced anything yet: drop the partial copies, the old segment stands.
@@ -138,7 +175,7 @@ pub(super) fn compact(
 
     // The swap. Index first: a segment briefly without an index is only slower to seek, while
     // an old index beside a new segment would point into the wrong bytes.
-    inner.reader.invalidate(base);
+    invalidate();
     match storage.remove_file(&index_path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             return Err(Error::io("remove", &index_path, e));
@@ -152,10 +189,10 @@ pub(super) fn compact(
         .rename(&temp_index, &index_path)
         .map_err(|e| Error::io("rename", &temp_index, e))?;
     storage
-        .sync_dir(&inner.dir)
-        .map_err(|e| Error::io("fsync", &inner.dir, e))?;
-    inner.reader.invalidate(base);
-    Ok(report)
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync", dir, e))?;
+    invalidate();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod check;
 mod compaction;
 mod reader;
 mod recovery;
+mod repair;
 mod retention;
 mod scan;
 pub mod segment;
@@ -35,6 +36,7 @@ pub use check::{CheckReport, Problem, check};
 pub use compaction::CompactionReport;
 pub use reader::{LogReader, ReadBatch, ReadLimit, Record};
 pub use recovery::RecoveryReport;
+pub use repair::{Quarantine, Repair, RepairAction, repair_unopenable};
 pub use retention::{Retention, RetentionReport};
 
 use crate::clock::SharedClock;

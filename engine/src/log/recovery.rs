@@ -185,7 +185,7 @@ pub(super) fn create_segment_files(
 /// The head file, if it exists and decodes. A damaged head only makes recovery more cautious,
 /// but one written by a newer format version (its checksum holds, so it is not damage) is
 /// refused: the open would overwrite it.
-fn read_head(storage: &dyn Storage, dir: &Path) -> Result<Option<Head>> {
+pub(super) fn read_head(storage: &dyn Storage, dir: &Path) -> Result<Option<Head>> {
     let path = dir.join(segment::HEAD_FILE);
     let Ok(file) = storage.open(&path, OpenMode::Read) else {
         return Ok(None);
@@ -439,7 +439,7 @@ fn recover_active(
 
 /// The timestamp of the last record of the sealed segment `base`, read from its last index
 /// entry that checks out (or its start) to its end; `None` if it cannot be read.
-fn last_timestamp(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u64> {
+pub(super) fn last_timestamp(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u64> {
     let path = segment::segment_path(dir, base);
     let (file, len) = segment::open_sized(storage, &path, OpenMode::Read).ok()?;
     let header = segment::read_header(&*file, &path, FileKind::Segment, base).ok()?;

@@ -20,7 +20,7 @@ use crate::storage::{OpenMode, Storage};
 
 use super::handle::{SNAPSHOT_FILE, SNAPSHOT_MAGIC};
 const MESSAGES_DIR: &str = "messages";
-const JOURNAL_DIR: &str = "journal";
+pub(super) const JOURNAL_DIR: &str = "journal";
 
 fn problem(file: &Path, offset: u64, kind: CorruptionKind) -> Problem {
     Problem::from_error(&Error::corruption(file, offset, kind), file)

@@ -740,6 +740,9 @@ impl Queue {
                 .journal()?
                 .read(state.journal_next, ReadLimit::default())?;
             if batch.is_empty() {
+                // A repaired journal can end in a gap (events lost with a damaged segment):
+                // the state is then as far as the journal goes.
+                state.journal_next = state.journal_next.max(self.journal()?.next_offset());
                 return Ok(());
             }
             for record in batch.iter() {

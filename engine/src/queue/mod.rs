@@ -15,12 +15,14 @@ mod deliver;
 pub mod handle;
 pub mod message;
 pub mod reclaim;
+mod repair;
 pub mod state;
 pub mod stored;
 mod txn;
 
 pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
 pub(crate) use check::check_queues;
+pub(crate) use repair::repair_state;
 pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, SendMessage, Sent};
 pub use message::{AttributeValue, MessageAttribute};
 pub use reclaim::ReclaimReport;
