@@ -12,6 +12,7 @@ mod util;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_engine::DataDir;
 
@@ -159,13 +160,32 @@ fn one_line(err: &anyhow::Error) -> String {
     message.replace('\n', " ")
 }
 
+/// clap's error message on one line: its lines up to the usage summary, joined (the contract
+/// is one line starting `error:`; `--help` has the rest).
+fn usage_error_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e.render().to_string()));
+            return ExitCode::from(match e.kind() {
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation => exit::INVALID,
+                _ => exit::USAGE,
+            });
         }
     };
     match run(&cli) {

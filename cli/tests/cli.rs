@@ -51,24 +51,26 @@ fn data_dir_resolution_follows_the_contract() {
 }
 
 #[test]
-fn usage_errors_exit_2_with_one_line_on_stderr() {
+fn usage_errors_exit_2_and_bad_values_5_with_one_line_on_stderr() {
     let dir = Dir::new();
-    for args in [
-        &["no-such-command"][..],
-        &["stream", "create", "s"],
-        &[
-            "stream",
-            "create",
-            "s",
-            "--shards",
-            "1",
-            "--retention",
-            "soon",
-        ],
+    let retention = [
+        "stream",
+        "create",
+        "s",
+        "--shards",
+        "1",
+        "--retention",
+        "soon",
+    ];
+    for (args, code) in [
+        (&["no-such-command"][..], 2),
+        (&["stream", "create", "s"], 2),
+        (&retention, 5),
     ] {
-        let out = check(dir.run(args), 2);
+        let out = check(dir.run(args), code);
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.starts_with("error:"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(out.stdout.is_empty());
     }
 }
