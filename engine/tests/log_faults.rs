@@ -117,6 +117,40 @@ fn a_torn_write_is_cut_at_reopen() {
 }
 
 #[test]
+fn a_write_torn_at_every_512_byte_boundary_keeps_nothing_of_its_batch() {
+    // One batch of 20 records, about 8 KiB written with one write: torn after each multiple
+    // of 512 bytes (a sector), then a process crash (the torn bytes in the page cache) or a
+    // power loss (only what was synced before). The acknowledged records stay, nothing of
+    // the torn batch does, and the log takes appends again.
+    let options = LogOptions {
+        durability: Durability::Always,
+        ..LogOptions::default()
+    };
+    let big = |offset: u64| vec![offset as u8; 380 + (offset as usize % 7)];
+    let bodies: Vec<Vec<u8>> = (10..30).map(big).collect();
+    let batch_len: usize = bodies.iter().map(|b| b.len() + 32).sum();
+    assert!(batch_len > 8000, "{batch_len}");
+    let mut tears = 0;
+    for keep in (0..batch_len).step_by(512) {
+        for plan in [CrashPlan::ProcessCrash, CrashPlan::PowerLoss] {
+            let storage = SimStorage::new();
+            let clock = ManualClock::new(0);
+            let log = open_sim(&storage, &clock, &options);
+            append_records(&log, 10, 3);
+            storage.tear_write_after(0, keep);
+            assert!(append_bodies(&log, &bodies).is_err(), "keep {keep}");
+            drop(log);
+            let log = open_sim(&storage.crash(plan), &clock, &options);
+            assert_eq!(log.next_offset(), 10, "keep {keep}, {plan:?}");
+            assert_holds(&log, 0, 10);
+            assert_eq!(append_bodies(&log, &bodies[..2]).unwrap(), 10);
+            tears += 1;
+        }
+    }
+    assert_eq!(tears, 2 * batch_len.div_ceil(512));
+}
+
+#[test]
 fn group_commit_shares_fsyncs_between_concurrent_appenders() {
     /// Simulated storage whose fsync takes 2 ms, like a slow disk.
     #[derive(Debug, Clone)]
