@@ -125,6 +125,11 @@ fn quoted(args: &str, nth: usize) -> Option<PathBuf> {
 /// Runs `shoal` with `args` under strace and checks the rules; returns the number of
 /// acknowledgements checked.
 fn audit(data: &Path, args: &[&str], stdin: &[u8]) -> usize {
+    audit_exiting(data, args, stdin, 0)
+}
+
+/// [`audit`] of a command expected to exit with `code`.
+fn audit_exiting(data: &Path, args: &[&str], stdin: &[u8], code: i32) -> usize {
     let trace_file = data.with_extension("trace");
     let before = files_under(data);
     let mut child = Command::new("strace")
@@ -144,8 +149,9 @@ fn audit(data: &Path, args: &[&str], stdin: &[u8]) -> usize {
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(code),
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -386,4 +392,38 @@ fn a_long_poll_sleeps_in_the_kernel_instead_of_polling() {
         total < 400,
         "{total} system calls for one idle second:\n{text}"
     );
+}
+
+#[test]
+fn topic_fan_out_and_repair_follow_the_same_rules() {
+    if !strace_available() {
+        eprintln!("syscall audit skipped: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    audit(&data, &["queue", "create", "a"], b"");
+    audit(&data, &["queue", "create", "b"], b"");
+    audit(&data, &["topic", "create", "t"], b"");
+    audit(&data, &["topic", "subscribe", "t", "--queue", "a"], b"");
+    audit(
+        &data,
+        &["topic", "subscribe", "t", "--queue", "b", "--raw"],
+        b"",
+    );
+    assert_eq!(audit(&data, &["publish", "t", "hello"], b""), 1);
+    audit(&data, &["topic", "deliver", "t"], b"");
+
+    // A damaged stream segment: the repair copies the original into lost+found and renames
+    // a salvaged segment over it, each name made durable.
+    audit(&data, &["stream", "create", "s", "--shards", "1"], b"");
+    let lines: String = (0..20).map(|i| format!("record {i}\n")).collect();
+    audit(&data, &["put", "s", "--lines", "-k", "k"], lines.as_bytes());
+    let segment = data.join("streams/s/shards/000000000000/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    audit_exiting(&data, &["check", "--repair"], b"", 6);
+    audit(&data, &["check"], b"");
 }
