@@ -33,6 +33,7 @@ use super::attributes::{
 };
 use super::message::{
     MessageAttribute, hex, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
+    validate_fifo_id,
 };
 use super::state::State;
 use super::stored::{Event, KIND_MESSAGE, MessageHeader, Origin, encode_payload};
@@ -47,8 +48,7 @@ use crate::meta;
 pub const MAX_RECEIVE_MESSAGES: usize = 10;
 /// How long a FIFO deduplication id is remembered: 5 minutes.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
-/// Longest FIFO group or deduplication id.
-pub const MAX_FIFO_ID_LEN: usize = 128;
+pub use super::message::MAX_FIFO_ID_LEN;
 
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
 pub(crate) const SNAPSHOT_FILE: &str = "state.snap";
@@ -286,21 +286,6 @@ pub(super) fn is_queue_origin(origin: &Origin) -> bool {
     crate::names::validate_queue_name(&origin.queue).is_ok()
 }
 
-fn check_fifo_id(what: &str, id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_FIFO_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{what} {id:?} must be 1 to {MAX_FIFO_ID_LEN} characters of A-Z a-z 0-9 and punctuation"
-        )))
-    }
-}
-
 /// Opening queues.
 impl DataDir {
     /// Opens a queue for sending, receiving and the rest. With [`crate::DirOptions::exclusive`]
@@ -452,10 +437,10 @@ impl Queue {
             let group = m.group_id.as_deref().ok_or_else(|| {
                 Error::InvalidArgument("a FIFO queue needs a message group id (--group-id)".into())
             })?;
-            check_fifo_id("message group id", group)?;
+            validate_fifo_id("message group id", group)?;
             match (&m.dedup_id, attributes.content_based_deduplication) {
                 (Some(id), _) => {
-                    check_fifo_id("deduplication id", id)?;
+                    validate_fifo_id("deduplication id", id)?;
                     Some(id.clone())
                 }
                 (None, true) => Some(hex(&Sha256::digest(m.body.as_bytes()))),
@@ -472,7 +457,7 @@ impl Queue {
                 ));
             }
             if let Some(group) = &m.group_id {
-                check_fifo_id("message group id", group)?;
+                validate_fifo_id("message group id", group)?;
             }
             None
         };

@@ -52,6 +52,26 @@ impl MessageAttribute {
     }
 }
 
+/// Longest FIFO group or deduplication id.
+pub const MAX_FIFO_ID_LEN: usize = 128;
+
+/// Checks a FIFO message group or deduplication id (`what` names which): 1 to 128 characters
+/// of A-Z, a-z, 0-9 and punctuation.
+pub fn validate_fifo_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_FIFO_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if ok {
+        Ok(())
+    } else {
+        invalid(format!(
+            "{what} {id:?} must be 1 to {MAX_FIFO_ID_LEN} characters of A-Z a-z 0-9 and punctuation"
+        ))
+    }
+}
+
 fn invalid<T>(message: String) -> Result<T> {
     Err(Error::InvalidArgument(message))
 }

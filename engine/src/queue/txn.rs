@@ -3,6 +3,7 @@
 //! and space reclaiming that follow state changes.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use super::attributes::QueueAttributes;
 use super::handle::{
@@ -436,23 +437,12 @@ impl Txn<'_> {
             .take(MAX_RECEIVE_MESSAGES * 10)
             .map(|(o, s)| s.scanned(o))
             .collect();
+        const LIMIT: usize = MAX_RECEIVE_MESSAGES * 10;
         let mut cursor = self.loaded.state.cursor;
         let mut kept = Vec::new();
         let mut origins = HashMap::new();
-        while candidates.len() < MAX_RECEIVE_MESSAGES * 10 {
-            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
-                Err(Error::OffsetTrimmed { start, .. }) => {
-                    cursor = start;
-                    continue;
-                }
-                batch => batch?,
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for record in batch.iter() {
-                cursor = record.offset + 1;
-                let header = queue.message_header(&record)?;
+        if candidates.len() < LIMIT {
+            cursor = queue.each_message(cursor, |record, header| {
                 let m = Scanned {
                     offset: record.offset,
                     visible_at: record.timestamp_ms.saturating_add(header.delay_ms),
@@ -471,7 +461,12 @@ impl Txn<'_> {
                     }
                     candidates.push(m);
                 }
-            }
+                if candidates.len() < LIMIT {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })?;
         }
         let mut events = Vec::new();
         if cursor != self.loaded.state.cursor {

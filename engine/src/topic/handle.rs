@@ -33,17 +33,15 @@ use crate::datadir::{DataDir, DirInner};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
 use crate::meta;
-use crate::queue::message::{hex, validate_attributes, validate_body};
+use crate::queue::message::{hex, validate_attributes, validate_body, validate_fifo_id};
 use crate::queue::stored::{decode, encode};
 use crate::queue::{AttributeValue, MessageAttribute, Queue, SendMessage};
 use crate::storage::Watcher;
 
 /// Record kind of a published message in the topic log.
 pub const KIND_PUBLISHED: u8 = 1;
-/// How long a FIFO deduplication id is remembered: 5 minutes.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
-/// Longest FIFO group or deduplication id.
-pub const MAX_FIFO_ID_LEN: usize = 128;
+pub use crate::queue::handle::DEDUP_WINDOW;
+pub use crate::queue::message::MAX_FIFO_ID_LEN;
 /// A queue subscription's cursor is written at least every this many topic offsets...
 pub const SAVE_EVERY: u64 = 256;
 /// ... or this often.
@@ -336,21 +334,6 @@ pub(super) fn remove_cursor(dir: &DirInner, topic: &str, id: &str) -> Result<()>
         .map_err(|e| Error::io("fsync", &cursors, e))
 }
 
-fn check_fifo_id(what: &str, id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_FIFO_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{what} {id:?} must be 1 to {MAX_FIFO_ID_LEN} characters of A-Z a-z 0-9 and punctuation"
-        )))
-    }
-}
-
 /// Opening topics.
 impl DataDir {
     /// Opens a topic to publish to and deliver from.
@@ -484,10 +467,10 @@ impl Topic {
             let group = m.group_id.as_deref().ok_or_else(|| {
                 Error::InvalidArgument("a FIFO topic needs a message group id (--group-id)".into())
             })?;
-            check_fifo_id("message group id", group)?;
+            validate_fifo_id("message group id", group)?;
             match (&m.dedup_id, self.attributes.content_based_deduplication) {
                 (Some(id), _) => {
-                    check_fifo_id("deduplication id", id)?;
+                    validate_fifo_id("deduplication id", id)?;
                     Some(id.clone())
                 }
                 (None, true) => Some(hex(&Sha256::digest(m.body.as_bytes()))),
