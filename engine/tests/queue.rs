@@ -7,6 +7,9 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{Env, T0, env, env_with};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,22 +20,6 @@ use shoal_engine::queue::{
 };
 use shoal_engine::storage::{SharedStorage, SimStorage};
 use shoal_engine::{DataDir, Error};
-
-const T0: u64 = 1_700_000_000_000;
-
-struct Env {
-    sim: SimStorage,
-    clock: Arc<ManualClock>,
-    data: DataDir,
-}
-
-fn env() -> Env {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(T0);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let data = DataDir::open_with("/data", storage, clock.clone()).unwrap();
-    Env { sim, clock, data }
-}
 
 impl Env {
     fn create(&self, name: &str, attributes: QueueAttributes) -> Arc<Queue> {
@@ -623,14 +610,10 @@ fn bytes_under(sim: &SimStorage, dir: &str) -> u64 {
 #[test]
 fn disk_use_stays_near_the_live_data_as_messages_flow_through() {
     const SEGMENT: u64 = 64 << 10;
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(T0);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let options = shoal_engine::DirOptions {
+    let Env { sim, clock, data } = env_with(shoal_engine::DirOptions {
         queue_segment_bytes: Some(SEGMENT),
         ..shoal_engine::DirOptions::default()
-    };
-    let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    });
     data.create_queue("flow", &QueueAttributes::defaults(false))
         .unwrap();
     let q = data.queue("flow").unwrap();
@@ -798,14 +781,10 @@ fn an_exclusive_directory_shares_one_handle_per_queue_and_locks_out_others() {
 #[test]
 fn expired_messages_leave_the_counts_and_the_disk_without_a_receive() {
     const SEGMENT: u64 = 4 << 10;
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(T0);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let options = shoal_engine::DirOptions {
+    let Env { sim, clock, data } = env_with(shoal_engine::DirOptions {
         queue_segment_bytes: Some(SEGMENT),
         ..shoal_engine::DirOptions::default()
-    };
-    let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    });
     data.create_queue(
         "short",
         &QueueAttributes {

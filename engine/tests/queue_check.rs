@@ -6,15 +6,15 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_engine::clock::ManualClock;
 use shoal_engine::log::Problem;
 use shoal_engine::queue::{QueueAttributes, Receive, SendMessage};
-use shoal_engine::storage::{SharedStorage, SimStorage};
+use shoal_engine::storage::SimStorage;
 use shoal_engine::{DataDir, DirOptions};
 
 const QUEUE: &str = "/data/queues/jobs";
@@ -31,14 +31,10 @@ struct Env {
 /// A queue with small segments that has seen enough traffic for rolled and compacted message
 /// segments, a snapshot and a trimmed journal; one message stays in flight.
 fn busy_queue() -> Env {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let options = DirOptions {
+    let common::Env { sim, data, .. } = common::env_with(DirOptions {
         queue_segment_bytes: Some(16 << 10),
         ..DirOptions::default()
-    };
-    let data = DataDir::open_with_options("/data", storage, clock, options).unwrap();
+    });
     data.create_queue("jobs", &QueueAttributes::defaults(false))
         .unwrap();
     let q = data.queue("jobs").unwrap();
@@ -171,9 +167,7 @@ fn a_flipped_bit_in_the_snapshot_is_reported() {
 
 #[test]
 fn a_small_healthy_queue_reports_nothing() {
-    let sim = SimStorage::new();
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let data = DataDir::open_with("/data", storage, ManualClock::new(1_000)).unwrap();
+    let common::Env { sim, data, .. } = common::env();
     for name in ["jobs", "empty", "orders.fifo"] {
         data.create_queue(name, &QueueAttributes::defaults(name.ends_with(".fifo")))
             .unwrap();

@@ -9,17 +9,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{append_records, payload, read_all, segment_file, sim_dir, small_options};
-use shoal_engine::DataDir;
 use shoal_engine::clock::ManualClock;
 use shoal_engine::codec::file_header::FILE_HEADER_LEN;
 use shoal_engine::codec::record::{self, Decoded};
 use shoal_engine::log::{self, Durability, Quarantine, RepairAction};
 use shoal_engine::queue::{QueueAttributes, Receive, SendMessage};
-use shoal_engine::storage::{SharedStorage, SimStorage};
+use shoal_engine::storage::SimStorage;
 use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
 
 /// (file position, offset) of every frame of a segment file.
@@ -147,17 +145,13 @@ fn a_damaged_index_is_rebuilt_without_losing_anything() {
     assert_eq!(offsets(&log), (0..60).collect::<Vec<_>>());
 }
 
-fn data_dir(options: shoal_engine::DirOptions) -> (DataDir, SimStorage, Arc<ManualClock>) {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let dir = DataDir::open_with_options("/d", storage, clock.clone(), options).unwrap();
-    (dir, sim, clock)
-}
-
 #[test]
 fn a_stream_keeps_what_is_intact_and_its_sequence_numbers_keep_rising() {
-    let (dir, sim, clock) = data_dir(shoal_engine::DirOptions::default());
+    let common::Env {
+        sim,
+        clock,
+        data: dir,
+    } = common::env();
     let stream = dir.create_stream(&CreateStream::new("orders", 1)).unwrap();
     let stream = dir.stream(&stream.name).unwrap();
     let put = |n: usize| {
@@ -175,10 +169,10 @@ fn a_stream_keeps_what_is_intact_and_its_sequence_numbers_keep_rising() {
     for n in 0..15 {
         sequences.push(put(n));
         if n % 5 == 4 {
-            clock.advance(Duration::from_secs(2 * 3600).as_millis() as u64);
+            clock.advance(2 * 3600 * 1000);
         }
     }
-    let shard_dir = PathBuf::from("/d/streams/orders/shards/000000000000");
+    let shard_dir = PathBuf::from("/data/streams/orders/shards/000000000000");
     let bases = log::segment::list(&sim, &shard_dir).unwrap().segments;
     assert!(bases.len() >= 3, "{bases:?}");
     let middle = segment_file(&shard_dir, bases[1]);
@@ -193,7 +187,7 @@ fn a_stream_keeps_what_is_intact_and_its_sequence_numbers_keep_rising() {
     let lost = report.repairs[0].lost.clone().unwrap();
     assert_eq!(lost, bases[1] + 1..bases[2]);
     let quarantine = report.quarantine.unwrap();
-    assert!(quarantine.starts_with("/d/lost+found"));
+    assert!(quarantine.starts_with("/data/lost+found"));
     assert!(
         sim.contents(
             &quarantine
@@ -231,7 +225,7 @@ fn a_stream_keeps_what_is_intact_and_its_sequence_numbers_keep_rising() {
 
 #[test]
 fn a_queue_drops_only_the_lost_messages_and_a_damaged_snapshot_is_rebuilt() {
-    let (dir, sim, _clock) = data_dir(shoal_engine::DirOptions {
+    let common::Env { sim, data: dir, .. } = common::env_with(shoal_engine::DirOptions {
         queue_segment_bytes: Some(1024),
         ..shoal_engine::DirOptions::default()
     });
@@ -244,7 +238,7 @@ fn a_queue_drops_only_the_lost_messages_and_a_damaged_snapshot_is_rebuilt() {
             .unwrap();
     }
     drop(queue);
-    let messages = PathBuf::from("/d/queues/jobs/messages");
+    let messages = PathBuf::from("/data/queues/jobs/messages");
     let bases = log::segment::list(&sim, &messages).unwrap().segments;
     assert!(bases.len() >= 3, "{bases:?}");
     let file = segment_file(&messages, bases[1]);
@@ -252,7 +246,7 @@ fn a_queue_drops_only_the_lost_messages_and_a_damaged_snapshot_is_rebuilt() {
     sim.corrupt(&file, position + 24, 0x02).unwrap();
     // And a snapshot that is not one.
     sim.put_file(
-        Path::new("/d/queues/jobs/state.snap"),
+        Path::new("/data/queues/jobs/state.snap"),
         b"not a snapshot at all",
     );
 

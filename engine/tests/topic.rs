@@ -6,32 +6,18 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{Env, env};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_engine::clock::ManualClock;
 use shoal_engine::queue::{AttributeValue, MessageAttribute, QueueAttributes, Receive};
-use shoal_engine::storage::{SharedStorage, SimStorage};
+use shoal_engine::storage::SharedStorage;
 use shoal_engine::topic::{
     FilterScope, Protocol, PublishMessage, RetryPolicy, Subscribe, TopicAttributes,
 };
 use shoal_engine::{DataDir, Error};
-
-const T0: u64 = 1_700_000_000_000;
-
-struct Env {
-    sim: SimStorage,
-    clock: Arc<ManualClock>,
-    data: DataDir,
-}
-
-fn env() -> Env {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(T0);
-    let storage: SharedStorage = Arc::new(sim.clone());
-    let data = DataDir::open_with("/data", storage, clock.clone()).unwrap();
-    Env { sim, clock, data }
-}
 
 impl Env {
     /// A second, independent handle on the same directory, as another process has.

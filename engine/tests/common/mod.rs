@@ -25,6 +25,7 @@ pub fn small_options(durability: Durability) -> LogOptions {
 
 /// The payload a test writes at `offset`: its length and bytes derive from the offset, so any
 /// misplaced or damaged byte is noticed.
+#[allow(clippy::cast_possible_truncation, reason = "the bytes wrap on purpose")]
 pub fn payload(offset: u64) -> Vec<u8> {
     let len = usize::try_from((offset * 7919) % 97).unwrap() + 1;
     (0..len)
@@ -88,4 +89,32 @@ pub fn try_open_sim(
 /// Path of the segment based at `base` in `dir`.
 pub fn segment_file(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
+}
+
+/// The manual clock's start in the data-directory tests (November 2023).
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A data directory at `/data` on simulated storage, timed by a manual clock.
+pub struct Env {
+    /// The storage, to crash, corrupt or inspect.
+    pub sim: SimStorage,
+    /// The clock every timestamp comes from.
+    pub clock: Arc<ManualClock>,
+    /// The directory.
+    pub data: shoal_engine::DataDir,
+}
+
+/// An empty [`Env`] with default options, its clock at [`T0`].
+pub fn env() -> Env {
+    env_with(shoal_engine::DirOptions::default())
+}
+
+/// An empty [`Env`] opened with `options`, its clock at [`T0`].
+pub fn env_with(options: shoal_engine::DirOptions) -> Env {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let data =
+        shoal_engine::DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    Env { sim, clock, data }
 }
