@@ -8,30 +8,51 @@
 //!   timeout is longer than the run, so none may come back).
 //! - `fifo`: the same on a FIFO queue with 20 message groups (each producer owns 5): within
 //!   each group the messages are received in the order sent, none twice.
-//! - `crash`: a producer sending with `always` durability and a consumer are SIGKILLed at
-//!   random moments; every acknowledged send is later received, and the killed consumer's
-//!   undeleted messages come back after their visibility timeout.
+//! - `crash-standard` and `crash-fifo`: in each round 4 sender and 4 receiver processes work
+//!   one queue (a 300 ms visibility timeout, a dead-letter queue after 2 receives; receivers
+//!   delete about 3 in 4 messages and leave the rest to come back) and each is SIGKILLed at
+//!   its own random moment. After every round the directory opens and checks clean; at the
+//!   end the queue and its dead-letter queue are drained, and the whole history (every send
+//!   invoked and acknowledged, every receive with its times, every acknowledged delete) goes
+//!   through the checker (cli/tests/common/checker.rs): no acknowledged send lost, nothing
+//!   received that was not sent, no receive inside another's visibility timeout, none after
+//!   an acknowledged delete, FIFO order per group, no message in both queue and DLQ.
 //!
-//! `SHOAL_QUEUE_MESSAGES` (default 100000) sets the message count of the first two.
+//! `SHOAL_QUEUE_MESSAGES` (default 100000) sets the message count of the first two;
+//! `SHOAL_CRASH_KEEP=1` keeps the crash tests' data directories for a post-mortem;
+//! `SHOAL_QUEUE_CRASH_ROUNDS` (default 20) and `SHOAL_QUEUE_CRASH_SEED` (default: the time,
+//! printed) the crash rounds and seed.
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
     reason = "test code: a panic is the failure report"
 )]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_engine::DataDir;
 use shoal_engine::durability::DurabilityMode;
-use shoal_engine::queue::{QueueAttributes, Receive, SendMessage};
+use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
+
+mod crash_support;
+
+use crash_support::checker::{History, QueueSpec};
+use crash_support::{
+    Child as Reaped, Rng, check_clean, child_receive, child_send, drain, env_u64, kill_at,
+    record_receives, record_sends, seed,
+};
 
 const PRODUCERS: u64 = 4;
 const CONSUMERS: u64 = 4;
 const GROUPS: u64 = 20;
+const CRASH_SENDERS: u64 = 4;
+const CRASH_RECEIVERS: u64 = 4;
+const CRASH_VISIBILITY_MS: u64 = 300;
+const CRASH_MAX_RECEIVES: u32 = 2;
 
 fn messages() -> u64 {
     std::env::var("SHOAL_QUEUE_MESSAGES")
@@ -254,77 +275,123 @@ fn fifo() {
     assert_eq!(seen.len() as u64, messages(), "every message received");
 }
 
-fn kill(child: &mut Child) {
-    // SIGKILL: no destructor, no flush, no unlock.
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn crash() {
+/// `crash-standard` and `crash-fifo`: see the module doc.
+fn crash(fifo: bool) {
+    let (queue, dlq) = if fifo {
+        ("crash.fifo", "crash-dlq.fifo")
+    } else {
+        ("crash", "crash-dlq")
+    };
+    let test = format!("crash-{}", if fifo { "fifo" } else { "standard" });
+    let rounds = env_u64("SHOAL_QUEUE_CRASH_ROUNDS", 20);
+    let seed = seed(&test, "SHOAL_QUEUE_CRASH_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
-    create(
-        tmp.path(),
-        "crash",
-        QueueAttributes {
-            visibility_timeout: Duration::from_secs(1),
-            ..QueueAttributes::defaults(false)
+    let mut root = tmp.path().to_path_buf();
+    let _tmp = if std::env::var_os("SHOAL_CRASH_KEEP").is_some() {
+        root = tmp.keep();
+        println!("{test}: data directory {} kept", root.display());
+        None
+    } else {
+        Some(tmp)
+    };
+    let root = root.as_path();
+    let dir = root.to_str().unwrap().to_string();
+    let data = DataDir::open(root).unwrap();
+    data.create_queue(dlq, &QueueAttributes::defaults(fifo))
+        .unwrap();
+    data.create_queue(
+        queue,
+        &QueueAttributes {
+            visibility_timeout: Duration::from_millis(CRASH_VISIBILITY_MS),
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: dlq.to_string(),
+                max_receives: CRASH_MAX_RECEIVES,
+            }),
+            ..QueueAttributes::defaults(fifo)
+        },
+    )
+    .unwrap();
+    let mut history = History::new();
+    history.queue(
+        queue,
+        QueueSpec {
+            fifo,
+            dead_letter: Some((dlq.to_string(), CRASH_MAX_RECEIVES)),
         },
     );
-    let rounds: u64 = std::env::var("SHOAL_QUEUE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let seed = now_ns() as u64;
-    let mut rng = seed;
-    let mut acknowledged = BTreeMap::new();
-    let mut next = 0u64;
-    let never = tmp.path().join("never");
-    let never = never.to_str().unwrap();
+    history.queue(
+        dlq,
+        QueueSpec {
+            fifo,
+            dead_letter: None,
+        },
+    );
+    let started = Instant::now();
+    let mut acknowledged = 0;
     for round in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut producer = spawn("produce", &[dir, "crash", &next.to_string(), "1000000"]);
-        // A consumer that receives and never deletes, killed too: its messages come back.
-        let mut consumer = spawn("consume", &[dir, "crash", never, "nodelete"]);
-        let stdout = producer.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.parse::<u64>().ok())
-                .last()
-        });
-        std::thread::sleep(Duration::from_millis(20 + rng % 200));
-        kill(&mut producer);
-        kill(&mut consumer);
-        let last = reader.join().unwrap();
-        if let Some(last) = last {
-            for n in next..=last {
-                acknowledged.insert(n, round);
-            }
-            next = last + 1;
+        let context = format!("{test} round {round} (SHOAL_QUEUE_CRASH_SEED={seed})");
+        let mut children = Vec::new();
+        for id in 0..CRASH_SENDERS {
+            let args = [&dir, queue, &round.to_string(), &id.to_string(), "0", "0"];
+            let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+            children.push((Reaped::spawn("send", &args), 20 + rng.below(230)));
         }
-        // Bodies past the last acknowledged one may or may not be stored; start the next
-        // round past anything the killed producer might have written.
-        next += 1_000_000;
+        for _ in 0..CRASH_RECEIVERS {
+            // Most receives are deleted; the rest come back after the visibility timeout
+            // (in this round or a later one) and, received too often, go to the DLQ.
+            let args = [
+                dir.clone(),
+                queue.to_string(),
+                "0".into(),
+                "0".into(),
+                CRASH_VISIBILITY_MS.to_string(),
+                "25".into(),
+                rng.next().to_string(),
+            ];
+            children.push((Reaped::spawn("receive", &args), 20 + rng.below(230)));
+        }
+        let outputs = kill_at(children);
+        for (i, (_, lines)) in outputs.iter().enumerate() {
+            let i = i as u64;
+            if i < CRASH_SENDERS {
+                acknowledged += record_sends(&mut history, queue, round, i, lines);
+            } else {
+                record_receives(&mut history, queue, CRASH_VISIBILITY_MS, lines);
+            }
+        }
+        // The directory opens, verifies clean, and both queues answer.
+        check_clean(root, &context);
+        let data = DataDir::open(root).unwrap();
+        data.queue(queue).unwrap().counts().unwrap();
+        data.queue(dlq).unwrap().counts().unwrap();
+        history.assert_valid(&context);
     }
-    // After the killed consumer's visibility timeouts every acknowledged message is there.
-    std::thread::sleep(Duration::from_millis(1100));
-    let done = tmp.path().join("done");
-    std::fs::write(&done, b"").unwrap();
-    let received = collect(spawn("consume", &[dir, "crash", done.to_str().unwrap()]));
-    let got: HashSet<u64> = received.iter().map(|r| r.body).collect();
-    for n in acknowledged.keys() {
-        assert!(
-            got.contains(n),
-            "acknowledged message {n} lost (seed {seed})"
-        );
+    // Everything left, in the queue (messages in flight come back) and then its DLQ.
+    let data = DataDir::open(root).unwrap();
+    let rounds_took = started.elapsed();
+    let left = drain(&data, queue, 0, &mut history);
+    let dead = drain(&data, dlq, 0, &mut history);
+    history.drained(queue);
+    history.drained(dlq);
+    check_clean(root, &test);
+    let stats = history.assert_valid(&format!("{test} (SHOAL_QUEUE_CRASH_SEED={seed})"));
+    let mut receives: HashMap<&str, usize> = HashMap::new();
+    for r in history.receives.iter().filter(|r| r.queue == queue) {
+        *receives.entry(&r.id).or_default() += 1;
     }
+    let again = receives.values().filter(|&&n| n > 1).count();
+    assert!(acknowledged > 0, "{test}: nothing acknowledged");
+    assert!(dead > 0, "{test}: nothing reached the dead-letter queue");
+    assert!(
+        again > 0,
+        "{test}: no message came back after its visibility timeout"
+    );
     println!(
-        "crash: {rounds} SIGKILL rounds of a producer and a consumer, {} acknowledged messages all received",
-        acknowledged.len()
+        "{test}: {rounds} rounds of {CRASH_SENDERS} senders and {CRASH_RECEIVERS} receivers SIGKILLed in {rounds_took:.1?}, drained and checked in {:.1?}: {acknowledged} sends acknowledged ({} unknown), {} receives, {again} messages received again after their visibility timeout, {dead} dead-lettered, {left} drained at the end; history checked",
+        started.elapsed() - rounds_took,
+        stats.unknown,
+        stats.receives,
     );
 }
 
@@ -334,11 +401,18 @@ fn main() {
         match role.as_str() {
             "produce" => child_produce(&args),
             "consume" => child_consume(&args),
+            "send" => child_send(&args),
+            "receive" => child_receive(&args),
             other => panic!("unknown role {other}"),
         }
         return;
     }
-    let scenarios: [(&str, fn()); 3] = [("standard", standard), ("fifo", fifo), ("crash", crash)];
+    let scenarios: [(&str, fn()); 4] = [
+        ("standard", standard),
+        ("fifo", fifo),
+        ("crash-standard", || crash(false)),
+        ("crash-fifo", || crash(true)),
+    ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
