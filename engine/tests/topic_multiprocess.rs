@@ -10,7 +10,14 @@
 //! and every queue must hold every message of the topic log (so every acknowledged one)
 //! exactly once.
 //!
-//! `SHOAL_TOPIC_CRASH_ROUNDS` (default 8) sets the number of rounds.
+//! The whole history (each publish invoked and acknowledged, as a send to each of the 10
+//! queues; each queue drained at the end, receives with their times and deletes) goes
+//! through the Jepsen-style checker (cli/tests/common/checker.rs): nothing acknowledged lost
+//! in any queue, nothing in a queue that was not published, nothing twice; after every
+//! round the data directory opens and checks clean.
+//!
+//! `SHOAL_TOPIC_CRASH_ROUNDS` (default 20) and `SHOAL_TOPIC_CRASH_SEED` (default: the time,
+//! printed) set the rounds and the seed.
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
@@ -18,69 +25,33 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::Write;
 
 use shoal_engine::DataDir;
 use shoal_engine::durability::DurabilityMode;
-use shoal_engine::queue::{QueueAttributes, Receive};
+use shoal_engine::queue::QueueAttributes;
 use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
 
 const QUEUES: usize = 10;
 
-fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("SHOAL_CHILD", role)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
+mod crash_support;
 
-/// `publish DIR FIRST`: publishes `FIRST, FIRST+1, ...` one by one, printing each number once
-/// its publish returned.
+use crash_support::checker::{History, QueueSpec};
+use crash_support::{Child, Rng, check_clean, drain, env_u64, kill_at, seed};
+
+/// `publish DIR FIRST`: publishes `FIRST, FIRST+1, ...` one by one, printing `I N` before each
+/// publish and `N` once it returned.
 fn child_publish(args: &[String]) {
     let data = DataDir::open(&args[0]).unwrap();
     let topic = data.topic("t").unwrap();
     let first: u64 = args[1].parse().unwrap();
     let mut out = std::io::stdout().lock();
     for n in first.. {
+        writeln!(out, "I {n}").unwrap();
+        out.flush().unwrap();
         topic.publish(&PublishMessage::new(n.to_string())).unwrap();
         writeln!(out, "{n}").unwrap();
         out.flush().unwrap();
-    }
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-fn kill(child: &mut Child) {
-    // SIGKILL: no destructor, no flush, no unlock.
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn drain(data: &DataDir, queue: &str) -> Vec<u64> {
-    let q = data.queue(queue).unwrap();
-    let mut out = Vec::new();
-    loop {
-        let got = q
-            .receive(&Receive {
-                max_messages: 10,
-                wait: Some(Duration::ZERO),
-                visibility_timeout: Some(Duration::from_secs(3600)),
-            })
-            .unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got.iter().map(|m| m.body.parse::<u64>().unwrap()));
     }
 }
 
@@ -115,48 +86,47 @@ fn crash() {
         )
         .unwrap();
     }
-    let rounds: u64 = std::env::var("SHOAL_TOPIC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let seed = now_ns() as u64;
-    let mut rng = seed | 1;
+    let rounds = env_u64("SHOAL_TOPIC_CRASH_ROUNDS", 20);
+    let seed = seed("crash", "SHOAL_TOPIC_CRASH_SEED");
+    let mut rng = Rng::new(seed);
+    let mut history = History::new();
+    let queues: Vec<String> = (0..QUEUES).map(|i| format!("q{i}")).collect();
+    for q in &queues {
+        history.queue(q, QueueSpec::default());
+    }
     let mut acknowledged = BTreeMap::new();
     for round in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        // Two publishers at once, each with its own numbers.
-        let mut children: Vec<Child> = (0..2)
+        // Two publishers at once, each with its own numbers, each killed at its own moment.
+        let children: Vec<(Child, u64)> = (0..2)
             .map(|p| {
-                spawn(
-                    "publish",
-                    &[dir, &((round * 2 + p) * 1_000_000).to_string()],
-                )
+                let first = ((round * 2 + p) * 1_000_000).to_string();
+                let child = Child::spawn("publish", &[dir.to_string(), first]);
+                (child, 30 + rng.below(250))
             })
             .collect();
-        let readers: Vec<_> = children
-            .iter_mut()
-            .map(|c| {
-                let stdout = c.stdout.take().unwrap();
-                std::thread::spawn(move || {
-                    BufReader::new(stdout)
-                        .lines()
-                        .map_while(Result::ok)
-                        .filter_map(|l| l.parse::<u64>().ok())
-                        .collect::<Vec<u64>>()
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(30 + rng % 250));
-        for c in &mut children {
-            kill(c);
-        }
-        for r in readers {
-            for n in r.join().unwrap() {
-                acknowledged.insert(n, round);
+        for (_, lines) in kill_at(children) {
+            let mut invoked = BTreeMap::new();
+            for line in lines {
+                if let Some(n) = line.strip_prefix("I ") {
+                    let n: u64 = n.parse().unwrap();
+                    let writes: Vec<usize> = queues
+                        .iter()
+                        .map(|q| history.invoke(q, &n.to_string(), n.to_string().as_bytes()))
+                        .collect();
+                    invoked.insert(n, writes);
+                } else {
+                    let n: u64 = line.parse().unwrap();
+                    for &w in &invoked[&n] {
+                        history.ok(w);
+                    }
+                    acknowledged.insert(n, round);
+                }
             }
         }
+        check_clean(
+            root,
+            &format!("crash round {round} (SHOAL_TOPIC_CRASH_SEED={seed})"),
+        );
     }
     // What the kills interrupted is completed by a deliver (here in this process, as
     // `shoal topic deliver` would).
@@ -184,20 +154,29 @@ fn crash() {
         );
     }
     let mut completed = 0;
-    for i in 0..QUEUES {
-        let got = drain(&data, &format!("q{i}"));
+    for q in &queues {
+        drain(&data, q, 0, &mut history);
+        history.drained(q);
+        let got: Vec<u64> = history
+            .receives
+            .iter()
+            .filter(|r| &r.queue == q)
+            .map(|r| r.id.parse().unwrap())
+            .collect();
         let set: BTreeSet<u64> = got.iter().copied().collect();
         assert_eq!(
             set.len(),
             got.len(),
-            "q{i}: a message delivered twice (seed {seed})"
+            "{q}: a message delivered twice (seed {seed})"
         );
         assert_eq!(
             set, published,
-            "q{i}: not every published message (seed {seed})"
+            "{q}: not every published message (seed {seed})"
         );
         completed += 1;
     }
+    check_clean(root, "crash");
+    history.assert_valid(&format!("crash (SHOAL_TOPIC_CRASH_SEED={seed})"));
     println!(
         "crash: {rounds} rounds of 2 publishers SIGKILLed during fan-out to {QUEUES} queues; {} acknowledged, {} in the topic log, each in all {completed} queues exactly once",
         acknowledged.len(),
