@@ -1,5 +1,5 @@
-//! The maintenance commands on queues: `shoal check` finds damage in a queue's files, and
-//! `shoal compact` reports what it gave back per queue.
+//! The maintenance commands: `shoal check` finds damage in a queue's files, `shoal check
+//! --repair` mends it, and `shoal compact` reports what it gave back per queue.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
@@ -231,4 +231,47 @@ fn check_repair_keeps_the_intact_records_names_the_lost_ones_and_keeps_the_origi
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn a_queue_with_a_damaged_message_delivers_what_came_before_and_refuses_the_rest_until_repaired() {
+    let dir = Dir::new();
+    dir.ok(&["queue", "create", "jobs"]);
+    dir.ok(&["send", "jobs", "first"]);
+    dir.ok(&["send", "jobs", "second"]);
+    // A bit in the second message, inside what the log has already synced: the log no longer
+    // opens for writing.
+    let segment = dir
+        .path()
+        .join("queues/jobs/messages/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let got = dir.ok(&["receive", "jobs", "--max", "10", "--delete"]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(json(&got[0])["body"], "first");
+    for args in [&["receive", "jobs"][..], &["send", "jobs", "third"]] {
+        let out = check(dir.run(args), 6);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("error: corruption in {}", segment.display())),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    let out = check(dir.run(&["check", "--repair"]), 6);
+    assert!(
+        lines(&out)
+            .iter()
+            .any(|l| json(l)["lost_offsets"] == serde_json::json!([1, 2])),
+        "{:?}",
+        lines(&out)
+    );
+    check(dir.run(&["check"]), 0);
+    dir.ok(&["send", "jobs", "third"]);
+    let got = dir.ok(&["receive", "jobs", "--max", "10"]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(json(&got[0])["body"], "third");
 }

@@ -12,7 +12,7 @@ use crate::error::Result;
 impl Queue {
     /// The message log's next offset (for all processes): record it with a delivery cursor.
     pub fn message_log_end(&self) -> Result<u64> {
-        self.messages.reader().next_offset()
+        self.message_reader().next_offset()
     }
 
     /// The origin offsets of the messages delivered from `source` (that incarnation) found in

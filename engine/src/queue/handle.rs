@@ -41,7 +41,9 @@ use super::txn::Txn;
 use crate::datadir::{DataDir, DirInner};
 use crate::durability::DurabilityMode;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::log::{Durability, Entry, Log, LogOptions, ReadLimit, Record, Retention, WriterLock};
+use crate::log::{
+    Durability, Entry, Log, LogOptions, LogReader, ReadLimit, Record, Retention, WriterLock,
+};
 use crate::meta;
 
 /// Most messages one receive returns.
@@ -165,6 +167,20 @@ pub struct QueueCounts {
     pub delayed: u64,
 }
 
+/// A queue's message log as this handle has it.
+#[derive(Debug)]
+enum Messages {
+    /// The normal case: open for appending (and reading).
+    Writable(Log),
+    /// Its active segment is damaged where it was already synced, so it does not open for
+    /// writing: reads work up to the damage, and every write fails naming it until
+    /// `shoal check --repair` mends the log and the queue is opened again.
+    Damaged {
+        reader: LogReader,
+        damage: (PathBuf, u64, crate::error::CorruptionKind),
+    },
+}
+
 /// An open queue. Share it between threads; every process may open the same queue.
 #[derive(Debug)]
 pub struct Queue {
@@ -173,7 +189,7 @@ pub struct Queue {
     pub(super) path: PathBuf,
     pub(super) incarnation: u64,
     pub(super) attributes: Mutex<(Arc<QueueAttributes>, Instant)>,
-    pub(super) messages: Log,
+    messages: Messages,
     /// The state journal, opened on first use (a standard send never needs it).
     journal: OnceLock<Log>,
     /// `None` until loaded, and after a failed journal write (reload from disk).
@@ -341,13 +357,22 @@ impl Queue {
         let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
         let path = queues_dir(dir).join(name);
         let attributes = meta.attributes.clone();
-        let messages = open_log(dir, &path, &attributes, false)?;
-        // Messages past the retention period go even from a queue nobody receives from
-        // (the rest of the reclaiming runs as state changes accumulate).
-        messages.enforce_retention(&Retention {
-            max_age: Some(attributes.retention),
-            ..Retention::default()
-        })?;
+        let messages = match open_log(dir, &path, &attributes, false) {
+            Ok(log) => {
+                // Messages past the retention period go even from a queue nobody receives
+                // from (the rest of the reclaiming runs as state changes accumulate).
+                log.enforce_retention(&Retention {
+                    max_age: Some(attributes.retention),
+                    ..Retention::default()
+                })?;
+                Messages::Writable(log)
+            }
+            Err(Error::Corruption { file, offset, kind }) => Messages::Damaged {
+                reader: LogReader::open(Arc::clone(&dir.storage), path.join("messages"))?,
+                damage: (file, offset, kind),
+            },
+            Err(e) => return Err(e),
+        };
         Ok(Queue {
             dir: Arc::clone(dir),
             name: name.to_string(),
@@ -361,6 +386,31 @@ impl Queue {
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
         })
+    }
+
+    /// The message log, to append to (or compact); fails with the damage when the log's
+    /// active segment is too damaged to open for writing.
+    pub(super) fn message_log(&self) -> Result<&Log> {
+        match &self.messages {
+            Messages::Writable(log) => Ok(log),
+            Messages::Damaged {
+                damage: (file, offset, kind),
+                ..
+            } => Err(Error::corruption(file, *offset, kind.clone())),
+        }
+    }
+
+    /// Reads the message log (up to any damage).
+    pub(super) fn message_reader(&self) -> &LogReader {
+        match &self.messages {
+            Messages::Writable(log) => log.reader(),
+            Messages::Damaged { reader, .. } => reader,
+        }
+    }
+
+    /// True when the message log cannot be written (see [`Messages::Damaged`]).
+    pub(super) fn messages_damaged(&self) -> bool {
+        matches!(self.messages, Messages::Damaged { .. })
     }
 
     /// The state journal, opened on first use.
@@ -530,7 +580,7 @@ impl Queue {
                 payload,
             })
             .collect();
-        Ok(self.messages.append(&entries)?.first_offset)
+        Ok(self.message_log()?.append(&entries)?.first_offset)
     }
 
     /// FIFO sends hold the message log's writer lock from the deduplication check through
@@ -540,7 +590,7 @@ impl Queue {
         messages: &[SendMessage],
         prepared: Vec<(MessageHeader, Vec<u8>)>,
     ) -> Result<Vec<Sent>> {
-        self.messages
+        self.message_log()?
             .with_writer_lock(|| self.send_fifo_locked(messages, prepared))
     }
 
@@ -609,7 +659,7 @@ impl Queue {
         let horizon = now.saturating_sub(ms(DEDUP_WINDOW));
         let from = match dedup.scanned {
             Some(from) => from,
-            None => self.messages.reader().offset_at_time(horizon)?,
+            None => self.message_reader().offset_at_time(horizon)?,
         };
         let from = self.each_message(from, |record, header| {
             if let Some(key) = header.dedup
@@ -757,7 +807,7 @@ impl Queue {
         offset: u64,
         counts: Option<(u32, u64)>,
     ) -> Result<()> {
-        let batch = self.messages.read(offset, ReadLimit::records(1))?;
+        let batch = self.message_reader().read(offset, ReadLimit::records(1))?;
         let Some(record) = batch.iter().next().filter(|r| r.offset == offset) else {
             // Gone (retention): nothing left to move.
             return Ok(());
@@ -771,7 +821,7 @@ impl Queue {
         header.delay_ms = 0;
         (header.receive_count, header.first_receive_ms) = counts.unwrap_or((0, 0));
         let header = header.encode();
-        target.messages.append(&[Entry {
+        target.message_log()?.append(&[Entry {
             kind: KIND_MESSAGE,
             header: &header,
             payload: record.payload,
@@ -804,7 +854,7 @@ impl Queue {
         mut f: impl FnMut(&Record<'_>, MessageHeader) -> ControlFlow<()>,
     ) -> Result<u64> {
         loop {
-            let batch = match self.messages.read(from, ReadLimit::default()) {
+            let batch = match self.message_reader().read(from, ReadLimit::default()) {
                 Err(Error::OffsetTrimmed { start, .. }) => {
                     from = start;
                     continue;
@@ -951,7 +1001,7 @@ impl Queue {
     /// Removes every message sent before now; messages sent after it stay.
     pub fn purge(&self) -> Result<()> {
         self.locked(|txn| {
-            let below = txn.queue.messages.reader().next_offset()?;
+            let below = txn.queue.message_reader().next_offset()?;
             txn.commit(&[Event::Purged { below }])
         })
     }
@@ -963,9 +1013,9 @@ impl Queue {
             let state = &txn.loaded.state;
             let (mut visible, in_flight, mut delayed) = state.counts(now);
             let queue = txn.queue;
-            let next = queue.messages.reader().next_offset()?;
-            let start = queue.messages.reader().start_offset()?;
-            let reader = queue.messages.reader();
+            let next = queue.message_reader().next_offset()?;
+            let start = queue.message_reader().start_offset()?;
+            let reader = queue.message_reader();
             // Past the cursor every message is visible except an expired one (older than
             // the retention period) or a delayed one (only the last 15 minutes of sends).
             // (A message sent exactly one retention period ago has expired.)
@@ -975,7 +1025,7 @@ impl Queue {
             let mut from = cursor.max(reader.offset_at_time(now.saturating_sub(ms(MAX_DELAY)))?);
             let mut unscanned_delayed = 0;
             while from < next {
-                let batch = queue.messages.read(from, ReadLimit::default())?;
+                let batch = queue.message_reader().read(from, ReadLimit::default())?;
                 if batch.is_empty() {
                     break;
                 }

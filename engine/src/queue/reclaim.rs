@@ -47,14 +47,15 @@ impl Queue {
     ) -> Result<ReclaimReport> {
         let mut report = ReclaimReport::default();
         let state = &loaded.state;
-        let removed = self.messages.enforce_retention(&Retention {
+        let log = self.message_log()?;
+        let removed = log.enforce_retention(&Retention {
             max_age: Some(attributes.retention),
             max_bytes: None,
             below_offset: Some(state.low_water()),
         })?;
         report.segments_removed = removed.removed_segments.len() as u64;
         report.bytes_freed = removed.bytes_removed;
-        let segments = self.messages.segments()?;
+        let segments = log.segments()?;
         loaded.compacted.retain(|base, _| segments.contains(base));
         let mut compacted = Vec::new();
         for pair in segments.windows(2) {
@@ -65,9 +66,7 @@ impl Queue {
             let live = state.live_in(base..end);
             let records = loaded.compacted.get(&base).copied().unwrap_or(end - base);
             if live * 2 < records {
-                let done = self
-                    .messages
-                    .compact_segment(base, |r| state.needs(r.offset))?;
+                let done = log.compact_segment(base, |r| state.needs(r.offset))?;
                 report.segments_compacted += 1;
                 report.bytes_freed += done.bytes_before.saturating_sub(done.bytes_after);
                 compacted.push((base, done.records_kept));

@@ -102,7 +102,10 @@ impl Txn<'_> {
     }
 
     pub(super) fn maybe_reclaim(&mut self) -> Result<()> {
-        if self.loaded.state.journal_next < self.loaded.reclaimed_at + RECLAIM_EVERY {
+        // A damaged message log cannot be compacted; receiving goes on without it.
+        if self.loaded.state.journal_next < self.loaded.reclaimed_at + RECLAIM_EVERY
+            || self.queue.messages_damaged()
+        {
             return Ok(());
         }
         self.loaded.reclaimed_at = self.loaded.state.journal_next;
@@ -229,12 +232,7 @@ impl Txn<'_> {
     }
 
     pub(super) fn move_started(&self, m: &Scanned, target: String) -> Result<Event> {
-        let target_from = self
-            .queue
-            .target(&target)?
-            .messages
-            .reader()
-            .next_offset()?;
+        let target_from = self.queue.target(&target)?.message_reader().next_offset()?;
         Ok(Event::MoveStarted {
             offset: m.offset,
             target,
@@ -304,7 +302,7 @@ impl Txn<'_> {
                     moves.push(m.offset);
                 }
                 Decision::Deliver => {
-                    let batch = match queue.messages.read(m.offset, ReadLimit::records(1)) {
+                    let batch = match queue.message_reader().read(m.offset, ReadLimit::records(1)) {
                         Err(Error::OffsetTrimmed { .. }) => {
                             events.push(Event::Deleted { offset: m.offset });
                             continue;
@@ -339,11 +337,14 @@ impl Txn<'_> {
         let mut scanned = 0;
         let held_full = self.attributes.fifo && self.loaded.state.ready_len() >= HELD_LIMIT;
         'scan: while out.len() < max && scanned < SCAN_LIMIT && !held_full {
-            let batch = match queue.messages.read(cursor, ReadLimit::records(256)) {
+            let batch = match queue.message_reader().read(cursor, ReadLimit::records(256)) {
                 Err(Error::OffsetTrimmed { start, .. }) => {
                     cursor = start;
                     continue;
                 }
+                // Damage ends the scan: what was found before it is delivered, and the next
+                // receive that reaches it fails naming it.
+                Err(e) if e.is_corruption() && !out.is_empty() => break,
                 batch => batch?,
             };
             if batch.is_empty() {
@@ -484,7 +485,9 @@ impl Txn<'_> {
                     Some(origin) => origin,
                     None => {
                         // Received here before: look at the record for its origin.
-                        let batch = queue.messages.read(m.offset, ReadLimit::records(1))?;
+                        let batch = queue
+                            .message_reader()
+                            .read(m.offset, ReadLimit::records(1))?;
                         let origin = batch
                             .iter()
                             .next()
