@@ -22,7 +22,7 @@ mod txn;
 
 pub use attributes::{QueueAttributes, QueueInfo, RedrivePolicy};
 pub(crate) use check::check_queues;
-pub(crate) use repair::repair_state;
 pub use handle::{Queue, QueueCounts, Receive, ReceivedMessage, SendMessage, Sent};
 pub use message::{AttributeValue, MessageAttribute};
 pub use reclaim::ReclaimReport;
+pub(crate) use repair::repair_state;
