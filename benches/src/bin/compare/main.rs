@@ -1,0 +1,704 @@
+//! Side-by-side comparison of shoal with the systems a user would pick instead, on the same
+//! machine, in the same run, at equal durability. `benches/compare/run` installs and starts
+//! the peers and runs this; it can also run alone against servers already listening:
+//!
+//! ```sh
+//! compare [--quick] [--runs N] [--dir DIR] [--shoal-bin PATH]
+//!         [--beanstalkd-fsync ADDR] [--beanstalkd-nofsync ADDR] [--redis ADDR]
+//!         [--nats ADDR] [--kinesalite ADDR]
+//! ```
+//!
+//! A peer whose address is not given is left out (shoal, SQLite and the machine's limits
+//! always run). Prints progress on stderr and one markdown table on stdout: per workload,
+//! durability level and system, throughput min / median / max over the runs, the medians of
+//! the runs' p50 and p99 latencies, and the ratio shoal/peer of median throughputs; then the
+//! issue's goals with their numbers. Exits 1 if any measurement failed.
+
+mod api;
+mod beanstalkd;
+mod cli;
+mod kinesalite;
+mod machine;
+mod nats;
+mod net;
+mod redis;
+mod shoal;
+mod sqlite;
+mod workloads;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use api::{Level, System};
+use workloads::Measured;
+
+struct Args {
+    quick: bool,
+    runs: usize,
+    dir: Option<PathBuf>,
+    shoal_bin: Option<PathBuf>,
+    beanstalkd: Option<(String, String)>,
+    redis: Option<String>,
+    nats: Option<String>,
+    kinesalite: Option<String>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        quick: false,
+        runs: 3,
+        dir: None,
+        shoal_bin: None,
+        beanstalkd: None,
+        redis: None,
+        nats: None,
+        kinesalite: None,
+    };
+    let (mut bf, mut bn) = (None, None);
+    let mut runs = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--runs" => runs = Some(value()?.parse()?),
+            "--dir" => a.dir = Some(value()?.into()),
+            "--shoal-bin" => a.shoal_bin = Some(value()?.into()),
+            "--beanstalkd-fsync" => bf = Some(value()?),
+            "--beanstalkd-nofsync" => bn = Some(value()?),
+            "--redis" => a.redis = Some(value()?),
+            "--nats" => a.nats = Some(value()?),
+            "--kinesalite" => a.kinesalite = Some(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "compare [--quick] [--runs N] [--dir DIR] [--shoal-bin PATH] [--beanstalkd-fsync ADDR] [--beanstalkd-nofsync ADDR] [--redis ADDR] [--nats ADDR] [--kinesalite ADDR]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    a.runs = runs.unwrap_or(if a.quick { 1 } else { 3 });
+    if let (Some(f), Some(n)) = (bf, bn) {
+        a.beanstalkd = Some((f, n));
+    }
+    Ok(a)
+}
+
+/// How big each workload is.
+struct Sizes {
+    secs: f64,
+    cli_secs: f64,
+    backlog_fsync: usize,
+    backlog_nofsync: usize,
+    dd_mib: u64,
+}
+
+/// One row of the table: every run's measurement of one workload, level and system.
+struct Row {
+    workload: String,
+    unit: &'static str,
+    /// Bytes per unit, to show MB/s beside records/s (0: none).
+    bytes: u64,
+    level: Option<Level>,
+    system: String,
+    note: String,
+    /// The row shoal's figure is compared with: `Some(shoal row's system name)`.
+    shoal: Option<&'static str>,
+    runs: Vec<Measured>,
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        workload: &str,
+        unit: &'static str,
+        bytes: u64,
+        level: Option<Level>,
+        system: &str,
+        note: &str,
+        shoal: Option<&'static str>,
+        result: Result<Measured>,
+    ) {
+        let idx = match self
+            .rows
+            .iter()
+            .position(|r| r.workload == workload && r.level == level && r.system == system)
+        {
+            Some(i) => i,
+            None => {
+                self.rows.push(Row {
+                    workload: workload.to_owned(),
+                    unit,
+                    bytes,
+                    level,
+                    system: system.to_owned(),
+                    note: note.to_owned(),
+                    shoal,
+                    runs: Vec::new(),
+                    failed: None,
+                });
+                self.rows.len() - 1
+            }
+        };
+        let Some(row) = self.rows.get_mut(idx) else {
+            return;
+        };
+        match result {
+            Ok(m) => {
+                eprintln!(
+                    "   {workload} | {} | {system}: {} {unit}",
+                    level.map_or("-", Level::label),
+                    fmt_rate(m.rate())
+                );
+                row.runs.push(m);
+            }
+            Err(e) => {
+                eprintln!(
+                    "   {workload} | {} | {system}: FAILED: {e:#}",
+                    level.map_or("-", Level::label)
+                );
+                row.failed = Some(format!("{e:#}"));
+            }
+        }
+    }
+
+    fn median_rate(&self, workload: &str, level: Option<Level>, system: &str) -> Option<f64> {
+        let row = self
+            .rows
+            .iter()
+            .find(|r| r.workload == workload && r.level == level && r.system == system)?;
+        median(row.runs.iter().map(Measured::rate).collect())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+fn fmt_rate(x: f64) -> String {
+    let (v, suffix) = if x >= 1e6 {
+        (x / 1e6, " M")
+    } else if x >= 1e3 {
+        (x / 1e3, " K")
+    } else {
+        (x, "")
+    };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$}{suffix}")
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms < 0.1 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+const SHOAL: &str = "shoal (engine API)";
+const SHOAL_CLI: &str = "shoal (CLI)";
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let sizes = if args.quick {
+        Sizes {
+            secs: 0.3,
+            cli_secs: 0.3,
+            backlog_fsync: 2_000,
+            backlog_nofsync: 10_000,
+            dd_mib: 32,
+        }
+    } else {
+        Sizes {
+            secs: 3.0,
+            cli_secs: 2.0,
+            backlog_fsync: 100_000,
+            backlog_nofsync: 1_000_000,
+            dd_mib: 256,
+        }
+    };
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut table = Table::default();
+    let levels = [Level::Fsync, Level::NoFsync];
+
+    for run in 0..args.runs {
+        eprintln!("== run {} of {} (load: {})", run + 1, args.runs, loadavg());
+        let run_dir = dir.join(format!("run{run}"));
+        std::fs::create_dir_all(&run_dir)?;
+
+        // The machine's limits, first, in the same directory.
+        table.record(
+            &format!("ceiling: dd bs=1M count={} conv=fdatasync", sizes.dd_mib),
+            "MB/s",
+            0,
+            None,
+            "machine",
+            "sequential write, one fdatasync at the end",
+            None,
+            machine::dd(&run_dir, sizes.dd_mib),
+        );
+        table.record(
+            "ceiling: page-cache read (1 MiB reads of the dd file)",
+            "MB/s",
+            0,
+            None,
+            "machine",
+            "no disk I/O",
+            None,
+            machine::page_cache_read(&run_dir),
+        );
+        table.record(
+            "ceiling: 4 KiB append + fdatasync",
+            "writes/s",
+            0,
+            None,
+            "machine",
+            "one fdatasync per write",
+            None,
+            machine::append_fdatasync(&run_dir, sizes.secs),
+        );
+        table.record(
+            "ceiling: process spawn (/bin/true)",
+            "spawns/s",
+            0,
+            None,
+            "machine",
+            "fork + exec + wait",
+            None,
+            machine::spawn(sizes.cli_secs),
+        );
+
+        // Every system, fresh for this run.
+        let mut systems: Vec<Box<dyn System>> = Vec::new();
+        let shoal_dir = run_dir.join("shoal");
+        std::fs::create_dir_all(&shoal_dir)?;
+        systems.push(Box::new(shoal::Shoal::open(&shoal_dir)?));
+        if let Some((f, n)) = &args.beanstalkd {
+            systems.push(Box::new(beanstalkd::Beanstalkd {
+                fsync_addr: f.clone(),
+                nofsync_addr: n.clone(),
+            }));
+        }
+        if let Some(a) = &args.redis {
+            systems.push(Box::new(redis::Redis { addr: a.clone() }));
+        }
+        if let Some(a) = &args.nats {
+            systems.push(Box::new(nats::Nats { addr: a.clone() }));
+        }
+        if let Some(a) = &args.kinesalite {
+            systems.push(Box::new(kinesalite::Kinesalite { addr: a.clone() }));
+        }
+        let sqlite_dir = run_dir.join("sqlite");
+        std::fs::create_dir_all(&sqlite_dir)?;
+        systems.push(Box::new(sqlite::Sqlite { dir: sqlite_dir }));
+
+        for level in levels {
+            for sys in &systems {
+                let Some(note) = sys.durability(level) else {
+                    continue;
+                };
+                if let Err(e) = sys.set_level(level) {
+                    eprintln!(
+                        "   {}: cannot set level {}: {e:#}",
+                        sys.name(),
+                        level.label()
+                    );
+                    continue;
+                }
+                let shoal = (sys.name() != SHOAL).then_some(SHOAL);
+                let tag = format!("{}r{run}", level.tag());
+                let offers_queue = sys.queue(level, "probe", false).is_some();
+                let offers_stream = sys.stream(level, "probe", false).is_some();
+                if offers_queue {
+                    for clients in [1usize, 8] {
+                        let workload = format!(
+                            "queue send+receive+delete, 100 B, {clients} client{}",
+                            if clients == 1 { "" } else { "s" }
+                        );
+                        let result = workloads::queue_cycle(
+                            sys.as_ref(),
+                            level,
+                            &format!("q{clients}{tag}"),
+                            clients,
+                            sizes.secs,
+                        );
+                        table.record(
+                            &workload,
+                            "msg/s",
+                            0,
+                            Some(level),
+                            sys.name(),
+                            note,
+                            shoal,
+                            result,
+                        );
+                    }
+                }
+                if offers_stream {
+                    for size in [100usize, 1024] {
+                        let label = if size == 100 { "100 B" } else { "1 KiB" };
+                        let result = workloads::stream_append_read(
+                            sys.as_ref(),
+                            level,
+                            &format!("s{size}{tag}"),
+                            size,
+                            500,
+                            sizes.secs,
+                        );
+                        let (append, read) = match result {
+                            Ok((a, r)) => (Ok(a), Ok(r)),
+                            Err(e) => (Err(anyhow::anyhow!("{e:#}")), Err(e)),
+                        };
+                        let bytes = u64::try_from(size)?;
+                        table.record(
+                            &format!("stream append, {label} records, batches of 500"),
+                            "records/s",
+                            bytes,
+                            Some(level),
+                            sys.name(),
+                            note,
+                            shoal,
+                            append,
+                        );
+                        table.record(
+                            &format!("stream read-back, {label} records, 1000 per call"),
+                            "records/s",
+                            bytes,
+                            Some(level),
+                            sys.name(),
+                            note,
+                            shoal,
+                            read,
+                        );
+                    }
+                }
+                if offers_queue {
+                    let n = match level {
+                        Level::Fsync => sizes.backlog_fsync,
+                        Level::NoFsync => sizes.backlog_nofsync,
+                    };
+                    let result = workloads::backlog(sys.as_ref(), level, &format!("b{tag}"), n);
+                    let (fill, drain) = match result {
+                        Ok((f, d)) => (Ok(f), Ok(d)),
+                        Err(e) => (Err(anyhow::anyhow!("{e:#}")), Err(e)),
+                    };
+                    let k = if n >= 1_000_000 {
+                        format!("{} M", n / 1_000_000)
+                    } else {
+                        format!("{} K", n / 1000)
+                    };
+                    table.record(
+                        &format!("backlog of {k}: fill, sends of 10"),
+                        "msg/s",
+                        0,
+                        Some(level),
+                        sys.name(),
+                        note,
+                        shoal,
+                        fill,
+                    );
+                    table.record(
+                        &format!("backlog of {k}: drain, receive 10 + delete"),
+                        "msg/s",
+                        0,
+                        Some(level),
+                        sys.name(),
+                        note,
+                        shoal,
+                        drain,
+                    );
+                }
+            }
+        }
+        drop(systems);
+
+        // Process per operation.
+        let mut tools = Vec::new();
+        if let Some(bin) = &args.shoal_bin {
+            let data = run_dir.join("shoal-cli");
+            std::fs::create_dir_all(&data)?;
+            tools.push(cli::Tool::Shoal {
+                bin: bin.clone(),
+                data,
+            });
+        }
+        if let Some(a) = &args.redis
+            && on_path("redis-cli")
+        {
+            let (host, port) = a.rsplit_once(':').context("--redis HOST:PORT")?;
+            tools.push(cli::Tool::RedisCli {
+                host: host.to_owned(),
+                port: port.to_owned(),
+            });
+        }
+        if on_path("sqlite3") {
+            tools.push(cli::Tool::Sqlite3 {
+                dir: run_dir.join("sqlite"),
+            });
+        }
+        for level in levels {
+            if let Some(a) = &args.redis {
+                let redis = redis::Redis { addr: a.clone() };
+                if let Err(e) = redis.set_level(level) {
+                    eprintln!("   redis: cannot set level: {e:#}");
+                }
+            }
+            for tool in &tools {
+                let name = format!("cli{}r{run}", level.tag());
+                let shoal = (tool.name() != SHOAL_CLI).then_some(SHOAL_CLI);
+                let note = tool.durability(level);
+                if let Err(e) = tool.setup(level, &name) {
+                    table.record(
+                        "CLI, process per operation: send one message",
+                        "ops/s",
+                        0,
+                        Some(level),
+                        tool.name(),
+                        note,
+                        shoal,
+                        Err(e),
+                    );
+                    continue;
+                }
+                let send = tool.run(level, &name, cli::Op::Send, sizes.cli_secs, None);
+                let sent = send.as_ref().map_or(0, |m| m.lat_ns.len());
+                table.record(
+                    "CLI, process per operation: send one message",
+                    "ops/s",
+                    0,
+                    Some(level),
+                    tool.name(),
+                    note,
+                    shoal,
+                    send,
+                );
+                if sent > 0 {
+                    let result = tool.run(level, &name, cli::Op::ReceiveDelete, 0.0, Some(sent));
+                    table.record(
+                        "CLI, process per operation: receive + delete one message",
+                        "ops/s",
+                        0,
+                        Some(level),
+                        tool.name(),
+                        note,
+                        shoal,
+                        result,
+                    );
+                }
+                let result = tool.run(level, &name, cli::Op::Put, sizes.cli_secs, None);
+                table.record(
+                    "CLI, process per operation: append one stream record",
+                    "ops/s",
+                    0,
+                    Some(level),
+                    tool.name(),
+                    note,
+                    shoal,
+                    result,
+                );
+            }
+        }
+        // Give the disk space back between runs.
+        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
+            eprintln!("   cannot remove {}: {e}", run_dir.display());
+        }
+    }
+
+    print_table(&mut table, &args);
+    print_goals(&table);
+    if table.rows.iter().any(|r| r.failed.is_some()) {
+        eprintln!("error: some measurements failed (see FAILED above and in the table)");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn on_path(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn print_table(table: &mut Table, args: &Args) {
+    println!();
+    println!(
+        "{} run(s){}; throughput min / median / max over the runs; p50 and p99: medians over the runs of each run's per-operation latency; shoal/peer: shoal's median throughput over the peer's, same workload and durability level (the engine API against servers and SQLite, the CLI against other CLIs). Load at the end: {}.",
+        args.runs,
+        if args.quick { ", --quick sizes" } else { "" },
+        loadavg()
+    );
+    println!();
+    println!(
+        "| workload | durability | system | throughput (min / median / max) | p50 | p99 | shoal/peer | what the durability level means for this system |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let medians: Vec<Option<f64>> = table
+        .rows
+        .iter()
+        .map(|r| {
+            r.shoal
+                .and_then(|s| table.median_rate(&r.workload, r.level, s))
+        })
+        .collect();
+    for (row, shoal) in table.rows.iter_mut().zip(medians) {
+        let level = row.level.map_or("-", Level::label);
+        if row.runs.is_empty() {
+            println!(
+                "| {} | {level} | {} | failed: {} | | | | {} |",
+                row.workload,
+                row.system,
+                row.failed.as_deref().unwrap_or("no run").replace('|', "/"),
+                row.note
+            );
+            continue;
+        }
+        let mut rates: Vec<f64> = row.runs.iter().map(Measured::rate).collect();
+        rates.sort_by(f64::total_cmp);
+        let med = median(rates.clone()).unwrap_or(0.0);
+        let mut throughput = format!(
+            "{} / {} / {} {}",
+            fmt_rate(rates.first().copied().unwrap_or(0.0)),
+            fmt_rate(med),
+            fmt_rate(rates.last().copied().unwrap_or(0.0)),
+            row.unit
+        );
+        if row.bytes > 0 {
+            throughput.push_str(&format!(" ({:.0} MB/s)", med * row.bytes as f64 / 1e6));
+        }
+        if row.failed.is_some() {
+            throughput.push_str(" (some runs failed)");
+        }
+        let p50 = median(
+            row.runs
+                .iter_mut()
+                .filter_map(|m| m.percentile_ms(50.0))
+                .collect(),
+        );
+        let p99 = median(
+            row.runs
+                .iter_mut()
+                .filter_map(|m| m.percentile_ms(99.0))
+                .collect(),
+        );
+        let ratio = match (row.shoal, shoal) {
+            (None, _) if row.system.starts_with("shoal") => "1".to_owned(),
+            (Some(_), Some(s)) if med > 0.0 => format!("{:.2}x", s / med),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {level} | {} | {throughput} | {} | {} | {ratio} | {} |",
+            row.workload,
+            row.system,
+            p50.map(fmt_ms).unwrap_or_default(),
+            p99.map(fmt_ms).unwrap_or_default(),
+            row.note
+        );
+    }
+}
+
+fn print_goals(table: &Table) {
+    println!();
+    println!("Goals of issue 7 (median throughputs of this run):");
+    let rate = |w: &str, l: Level, s: &str| table.median_rate(w, Some(l), s);
+    let goal = |what: &str, ours: Option<f64>, theirs: Option<f64>, want: f64| match (ours, theirs)
+    {
+        (Some(a), Some(b)) if b > 0.0 => {
+            let x = a / b;
+            println!(
+                "- {what}: {:.2}x (want >= {want}x): {}",
+                x,
+                if x >= want { "met" } else { "MISSED" }
+            );
+        }
+        _ => println!("- {what}: not measured"),
+    };
+    for clients in ["1 client", "8 clients"] {
+        let w = format!("queue send+receive+delete, 100 B, {clients}");
+        goal(
+            &format!("queue cycle ({clients}), fsync: shoal / beanstalkd -f 0"),
+            rate(&w, Level::Fsync, SHOAL),
+            rate(&w, Level::Fsync, "beanstalkd"),
+            10.0,
+        );
+        goal(
+            &format!("queue cycle ({clients}), fsync: shoal / Redis appendfsync always"),
+            rate(&w, Level::Fsync, SHOAL),
+            rate(&w, Level::Fsync, "Redis Streams"),
+            2.0,
+        );
+    }
+    for size in ["100 B", "1 KiB"] {
+        let w = format!("stream append, {size} records, batches of 500");
+        goal(
+            &format!(
+                "stream append {size}, no fsync (kinesalite never fsyncs): shoal / kinesalite"
+            ),
+            rate(&w, Level::NoFsync, SHOAL),
+            rate(&w, Level::NoFsync, "kinesalite"),
+            20.0,
+        );
+        goal(
+            &format!("stream append {size}, shoal fsync / kinesalite (no fsync)"),
+            rate(&w, Level::Fsync, SHOAL),
+            rate(&w, Level::NoFsync, "kinesalite"),
+            20.0,
+        );
+    }
+    let dd = table
+        .rows
+        .iter()
+        .find(|r| r.workload.starts_with("ceiling: dd"))
+        .and_then(|r| median(r.runs.iter().map(Measured::rate).collect()));
+    let append = rate(
+        "stream append, 1 KiB records, batches of 500",
+        Level::Fsync,
+        SHOAL,
+    )
+    .map(|r| r * 1024.0 / 1e6);
+    match (dd, append) {
+        (Some(dd), Some(a)) if a > 0.0 => println!(
+            "- durable 1 KiB stream append {a:.0} MB/s of payload vs dd {dd:.0} MB/s: dd is {:.2}x (want <= 1.5x): {}",
+            dd / a,
+            if dd / a <= 1.5 { "met" } else { "MISSED" }
+        ),
+        _ => println!("- durable 1 KiB stream append vs dd: not measured"),
+    }
+}
