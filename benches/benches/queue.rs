@@ -16,6 +16,8 @@
 //!   `target/release/shoal` exists (or `SHOAL_BIN` names the binary).
 //! - `queue_long_poll`: how long after a send a receiver blocked in `receive` (long polling,
 //!   in another thread of the same process, through its own handle) returns it.
+//! - `queue_open`: a new `DataDir` + queue handle + `receive` of one message, as each CLI
+//!   process does, on queues holding 1,000 and 1,000,000 messages (open cost vs backlog).
 //!
 //! Set `SHOAL_BENCH_DIR` to put the data directories somewhere other than the temp dir.
 
@@ -241,5 +243,52 @@ fn long_poll(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine, engine_threads, cli, long_poll);
+/// Opening a queue as a new process does (data directory, queue handle, its state) and
+/// receiving one message, on a queue of 1,000 and of 1,000,000 messages (`never`, filled in
+/// sends of 10, then closed): opening reads the snapshot and journal tail, so the backlog
+/// should not show.
+fn open_backlog(c: &mut Criterion) {
+    let mut group = c.benchmark_group("queue_open");
+    group.sample_size(20);
+    for backlog in [1_000u64, 1_000_000] {
+        let tmp = bench_dir();
+        let filled = std::cell::OnceCell::new();
+        let name = if backlog < 1_000_000 {
+            "backlog_1K"
+        } else {
+            "backlog_1M"
+        };
+        group.bench_function(BenchmarkId::new("open_and_receive_one", name), |b| {
+            filled.get_or_init(|| {
+                let q = queue(tmp.path(), DurabilityMode::Never, false);
+                let messages = batch();
+                for _ in 0..backlog / 10 {
+                    q.send_batch(&messages).expect("fill the backlog");
+                }
+            });
+            b.iter(|| {
+                let dir = DataDir::open(tmp.path()).expect("open the data directory");
+                let q = dir.queue("bench").expect("open the queue");
+                let got = q
+                    .receive(&Receive {
+                        max_messages: 1,
+                        wait: Some(Duration::ZERO),
+                        visibility_timeout: Some(Duration::from_secs(3600)),
+                    })
+                    .expect("receive");
+                assert_eq!(got.len(), 1);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    engine,
+    engine_threads,
+    cli,
+    long_poll,
+    open_backlog
+);
 criterion_main!(benches);

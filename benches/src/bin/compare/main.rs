@@ -216,7 +216,8 @@ fn fmt_ms(ms: f64) -> String {
     }
 }
 
-const SHOAL: &str = "shoal (engine API)";
+pub const SHOAL: &str = "shoal (engine API)";
+const SHOAL_EXCLUSIVE: &str = "shoal (engine API, exclusive)";
 const SHOAL_CLI: &str = "shoal (CLI)";
 
 fn main() -> Result<()> {
@@ -233,7 +234,7 @@ fn main() -> Result<()> {
         Sizes {
             secs: 3.0,
             cli_secs: 2.0,
-            backlog_fsync: 100_000,
+            backlog_fsync: 20_000,
             backlog_nofsync: 1_000_000,
             dd_mib: 256,
         }
@@ -250,8 +251,15 @@ fn main() -> Result<()> {
     let mut table = Table::default();
     let levels = [Level::Fsync, Level::NoFsync];
 
+    let started = std::time::Instant::now();
     for run in 0..args.runs {
-        eprintln!("== run {} of {} (load: {})", run + 1, args.runs, loadavg());
+        eprintln!(
+            "== run {} of {} at {:.0} s (load: {})",
+            run + 1,
+            args.runs,
+            started.elapsed().as_secs_f64(),
+            loadavg()
+        );
         let run_dir = dir.join(format!("run{run}"));
         std::fs::create_dir_all(&run_dir)?;
 
@@ -301,7 +309,10 @@ fn main() -> Result<()> {
         let mut systems: Vec<Box<dyn System>> = Vec::new();
         let shoal_dir = run_dir.join("shoal");
         std::fs::create_dir_all(&shoal_dir)?;
-        systems.push(Box::new(shoal::Shoal::open(&shoal_dir)?));
+        systems.push(Box::new(shoal::Shoal::open(&shoal_dir, false)?));
+        let exclusive_dir = run_dir.join("shoal-exclusive");
+        std::fs::create_dir_all(&exclusive_dir)?;
+        systems.push(Box::new(shoal::Shoal::open(&exclusive_dir, true)?));
         if let Some((f, n)) = &args.beanstalkd {
             systems.push(Box::new(beanstalkd::Beanstalkd {
                 fsync_addr: f.clone(),
@@ -334,7 +345,7 @@ fn main() -> Result<()> {
                     );
                     continue;
                 }
-                let shoal = (sys.name() != SHOAL).then_some(SHOAL);
+                let shoal = (!sys.name().starts_with("shoal")).then_some(SHOAL);
                 let tag = format!("{}r{run}", level.tag());
                 let offers_queue = sys.queue(level, "probe", false).is_some();
                 let offers_stream = sys.stream(level, "probe", false).is_some();
@@ -533,6 +544,7 @@ fn main() -> Result<()> {
         }
     }
 
+    eprintln!("== done in {:.0} s", started.elapsed().as_secs_f64());
     print_table(&mut table, &args);
     print_goals(&table);
     if table.rows.iter().any(|r| r.failed.is_some()) {
@@ -619,7 +631,6 @@ fn print_table(table: &mut Table, args: &Args) {
                 .collect(),
         );
         let ratio = match (row.shoal, shoal) {
-            (None, _) if row.system.starts_with("shoal") => "1".to_owned(),
             (Some(_), Some(s)) if med > 0.0 => format!("{:.2}x", s / med),
             _ => String::new(),
         };
@@ -652,18 +663,20 @@ fn print_goals(table: &Table) {
     };
     for clients in ["1 client", "8 clients"] {
         let w = format!("queue send+receive+delete, 100 B, {clients}");
-        goal(
-            &format!("queue cycle ({clients}), fsync: shoal / beanstalkd -f 0"),
-            rate(&w, Level::Fsync, SHOAL),
-            rate(&w, Level::Fsync, "beanstalkd"),
-            10.0,
-        );
-        goal(
-            &format!("queue cycle ({clients}), fsync: shoal / Redis appendfsync always"),
-            rate(&w, Level::Fsync, SHOAL),
-            rate(&w, Level::Fsync, "Redis Streams"),
-            2.0,
-        );
+        for (who, system) in [("shoal", SHOAL), ("shoal exclusive", SHOAL_EXCLUSIVE)] {
+            goal(
+                &format!("queue cycle ({clients}), fsync: {who} / beanstalkd -f 0"),
+                rate(&w, Level::Fsync, system),
+                rate(&w, Level::Fsync, "beanstalkd"),
+                10.0,
+            );
+            goal(
+                &format!("queue cycle ({clients}), fsync: {who} / Redis appendfsync always"),
+                rate(&w, Level::Fsync, system),
+                rate(&w, Level::Fsync, "Redis Streams"),
+                2.0,
+            );
+        }
     }
     for size in ["100 B", "1 KiB"] {
         let w = format!("stream append, {size} records, batches of 500");

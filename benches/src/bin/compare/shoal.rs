@@ -5,22 +5,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use shoal_engine::DataDir;
+use shoal_engine::clock::SystemClock;
 use shoal_engine::durability::DurabilityMode;
 use shoal_engine::queue::{Queue, QueueAttributes, Receive, SendMessage};
+use shoal_engine::storage::FsStorage;
 use shoal_engine::stream::{CreateStream, PutRecord, ShardIterator, StartPosition, Stream};
+use shoal_engine::{DataDir, DirOptions};
 
 use crate::api::{Level, QueueClient, StreamClient, System};
 
 pub struct Shoal {
     dir: DataDir,
+    exclusive: bool,
 }
 
 impl Shoal {
-    pub fn open(root: &Path) -> Result<Self> {
-        Ok(Shoal {
-            dir: DataDir::open(root)?,
-        })
+    /// `exclusive`: the process owns the directory (`DirOptions::exclusive`, as a server
+    /// would), so operations skip the cross-process lock; otherwise the default, where any
+    /// number of processes (CLI, scripts) may share the queues.
+    pub fn open(root: &Path, exclusive: bool) -> Result<Self> {
+        let options = DirOptions {
+            exclusive,
+            ..DirOptions::default()
+        };
+        let dir = DataDir::open_with_options(
+            root,
+            Arc::new(FsStorage::new()),
+            Arc::new(SystemClock),
+            options,
+        )?;
+        Ok(Shoal { dir, exclusive })
     }
 }
 
@@ -36,7 +50,11 @@ pub const NOFSYNC_NOTE: &str = "durability `never`: written to the OS before the
 
 impl System for Shoal {
     fn name(&self) -> &'static str {
-        "shoal (engine API)"
+        if self.exclusive {
+            "shoal (engine API, exclusive)"
+        } else {
+            crate::SHOAL
+        }
     }
 
     fn durability(&self, level: Level) -> Option<&'static str> {
