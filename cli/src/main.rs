@@ -5,6 +5,7 @@ mod check;
 mod compact;
 mod consume;
 mod queue;
+mod stats;
 mod stream;
 mod topic;
 mod util;
@@ -91,6 +92,9 @@ enum Command {
     /// Every queue, or just NAME. Prints one JSON line per queue (segments_removed,
     /// segments_compacted, journal_segments_removed, bytes_freed).
     Compact(compact::CompactArgs),
+    /// What each stream, queue and topic holds (records, message counts, subscriptions) and
+    /// its files on disk, one JSON line each, then the data directory's total.
+    Stats,
     /// Print the data directory this invocation would use.
     DataDir,
 }
@@ -139,6 +143,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Publish(args) => topic::run_publish(&dir, cli.output, args)?,
         Command::Check(args) => return check::run_check(&dir, args, cli.output),
         Command::Compact(args) => compact::run_compact(&dir, cli.output, args)?,
+        Command::Stats => stats::run_stats(&dir, cli.output)?,
         Command::DataDir => {}
     }
     Ok(0)

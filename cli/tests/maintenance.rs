@@ -275,3 +275,37 @@ fn a_queue_with_a_damaged_message_delivers_what_came_before_and_refuses_the_rest
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(json(&got[0])["body"], "third");
 }
+
+#[test]
+fn stats_prints_a_line_per_resource_then_the_total() {
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "clicks", "--shards", "2"]);
+    let input: String = (0..25).map(|i| format!("click {i}\n")).collect();
+    check(
+        dir.run_stdin(&["put", "clicks", "--lines"], input.as_bytes()),
+        0,
+    );
+    dir.ok(&["queue", "create", "jobs"]);
+    dir.ok(&["send", "jobs", "one"]);
+    dir.ok(&["topic", "create", "news"]);
+    let lines: Vec<serde_json::Value> = dir.ok(&["stats"]).iter().map(|l| json(l)).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["stream"], "clicks");
+    assert_eq!(lines[0]["records"], 25);
+    assert_eq!(lines[0]["open_shards"], 2);
+    assert_eq!(lines[1]["queue"], "jobs");
+    assert_eq!(lines[1]["visible"], 1);
+    assert_eq!(lines[2]["topic"], "news");
+    assert_eq!(lines[2]["subscriptions"], 0);
+    let parts: u64 = lines[..3]
+        .iter()
+        .map(|l| l["disk"]["bytes"].as_u64().unwrap())
+        .sum();
+    let total = lines[3]["total"]["bytes"].as_u64().unwrap();
+    assert!(
+        total > parts,
+        "{total} <= {parts}: the total also counts shoal.format and locks"
+    );
+    let on_disk: u64 = dir.snapshot().values().map(|b| b.len() as u64).sum();
+    assert_eq!(total, on_disk);
+}

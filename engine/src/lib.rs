@@ -69,6 +69,7 @@ pub mod meta;
 pub mod names;
 pub mod queue;
 pub mod repair;
+pub mod stats;
 pub mod storage;
 pub mod stream;
 pub mod topic;
