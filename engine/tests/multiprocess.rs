@@ -13,6 +13,12 @@
 //!   after it opened, across segment rolls, without reopening.
 //! - `lock`: one writer per log across processes; a waiting writer gets the lock when the
 //!   holder lets go.
+//! - `sigbus` (issue 6, item 6): a reader process maps and re-reads a log, checking every
+//!   byte, while writers are SIGKILLed mid-append (half the time leaving a torn tail on the
+//!   active segment) and recovered, and other processes (also
+//!   SIGKILLed now and then) run retention and compaction; it must never die of SIGBUS and
+//!   its last pass must reach everything acknowledged. `SHOAL_SIGBUS_ROUNDS` (default 20) and
+//!   `SHOAL_SIGBUS_SEED` set the rounds and the seed.
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
@@ -28,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use shoal_engine::Error;
 use shoal_engine::clock::SystemClock;
-use shoal_engine::log::{Durability, Entry, Log, LogOptions, LogReader, ReadLimit, WriterLock};
+use shoal_engine::log::{
+    Durability, Entry, Log, LogOptions, LogReader, ReadLimit, Retention, WriterLock,
+};
 use shoal_engine::storage::{FsStorage, SharedStorage};
 
 fn storage() -> SharedStorage {
@@ -134,6 +142,95 @@ fn child_main(role: &str) {
             }
             writeln!(out, "ok {next}").unwrap();
         }
+        "bus-append" => {
+            // A shared writer (so the maintainer can work between its batches), killed by
+            // the parent at a random moment: the next one recovers the tail.
+            let log = open_shared(&dir, Durability::Never);
+            writeln!(out, "ready {}", log.recovery_report().truncated_bytes).unwrap();
+            out.flush().unwrap();
+            loop {
+                let first = log.next_offset();
+                let bodies: Vec<Vec<u8>> = (first..first + batch_len(first)).map(payload).collect();
+                let entries: Vec<Entry<'_>> = bodies.iter().map(|b| Entry::new(b)).collect();
+                let appended = log.append(&entries).expect("append");
+                writeln!(out, "ack {} {}", appended.first_offset, appended.count).unwrap();
+                out.flush().unwrap();
+            }
+        }
+        "bus-maintain" => {
+            // Retention (keep about 96 KiB) and compaction (drop every record whose offset
+            // is a multiple of 3) over and over, until killed.
+            let log = open_shared(&dir, Durability::Always);
+            loop {
+                let removed = log
+                    .enforce_retention(&Retention {
+                        max_bytes: Some(96 << 10),
+                        ..Retention::default()
+                    })
+                    .expect("retention");
+                let segments = log.segments().expect("segments");
+                let mut compacted = 0;
+                for &base in segments.iter().rev().skip(1) {
+                    match log.compact_segment(base, |r| r.offset % 3 != 0) {
+                        Ok(_) => compacted += 1,
+                        // Removed by retention meanwhile (another maintainer's, or ours).
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => panic!("compact {base}: {e}"),
+                    }
+                }
+                writeln!(out, "maint {} {compacted}", removed.removed_segments.len()).unwrap();
+                out.flush().unwrap();
+            }
+        }
+        "bus-read" => {
+            let stop = PathBuf::from(&args[2]);
+            let reader = LogReader::open(storage(), &dir).expect("reader opens");
+            writeln!(out, "ready").unwrap();
+            out.flush().unwrap();
+            let (mut passes, mut verified, mut max_seen) = (0u64, 0u64, 0u64);
+            loop {
+                // One pass after the stop file appears, so the last one sees everything.
+                let last = stop.exists();
+                let mut next = 0;
+                let mut previous = None;
+                loop {
+                    let batch = match reader.read(next, ReadLimit::records(64)) {
+                        Ok(batch) => batch,
+                        Err(Error::OffsetTrimmed { start, .. }) => {
+                            next = start;
+                            continue;
+                        }
+                        Err(e) => panic!("read at {next}: {e}"),
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for record in batch.iter() {
+                        assert!(
+                            previous.is_none_or(|p| record.offset > p),
+                            "offset {} after {previous:?}",
+                            record.offset
+                        );
+                        assert_eq!(
+                            record.payload,
+                            payload(record.offset),
+                            "payload at {}",
+                            record.offset
+                        );
+                        previous = Some(record.offset);
+                        verified += 1;
+                        max_seen = max_seen.max(record.offset);
+                    }
+                    next = batch.next_offset();
+                }
+                passes += 1;
+                if last {
+                    break;
+                }
+            }
+            writeln!(out, "done {passes} {verified} {max_seen}").unwrap();
+        }
         "lock" => match open(&dir, false) {
             Ok(_) => writeln!(out, "opened").unwrap(),
             Err(Error::Locked { .. }) => writeln!(out, "locked").unwrap(),
@@ -145,6 +242,21 @@ fn child_main(role: &str) {
         }
         other => panic!("unknown child role {other}"),
     }
+}
+
+fn open_shared(dir: &Path, durability: Durability) -> Log {
+    Log::open(
+        storage(),
+        Arc::new(SystemClock),
+        dir,
+        LogOptions {
+            segment_bytes_max: 16 << 10,
+            writer_lock: WriterLock::Shared,
+            durability,
+            ..options()
+        },
+    )
+    .expect("shared writer opens the log")
 }
 
 fn spawn(role: &str, args: &[&str]) -> Child {
@@ -435,16 +547,180 @@ fn shared_writers() {
     );
 }
 
+/// A child killed and reaped when dropped, so a failing test leaves nothing running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 6, item 6: a reader process holding mappings of a log's segments, reading it from
+/// the start over and over and checking every byte, while other processes remove segments
+/// (retention), rewrite them (compaction) and crash mid-append (the next writer's recovery
+/// cuts the torn tail of the active segment). The reader must never die of SIGBUS, and must
+/// read only correct records, up to everything acknowledged.
+fn reader_survives_maintenance() {
+    use std::os::unix::process::ExitStatusExt;
+    let rounds: u64 = std::env::var("SHOAL_SIGBUS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("SHOAL_SIGBUS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("sigbus: SHOAL_SIGBUS_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let dir_arg = dir.to_str().unwrap();
+    let stop = tmp.path().join("stop");
+    // Something to map before the reader starts.
+    {
+        let log = open_shared(&dir, Durability::Always);
+        let mut first = 0;
+        while first < 500 {
+            let bodies: Vec<Vec<u8>> = (first..first + batch_len(first)).map(payload).collect();
+            let entries: Vec<Entry<'_>> = bodies.iter().map(|b| Entry::new(b)).collect();
+            first += log.append(&entries).unwrap().count;
+        }
+    }
+    let mut reader = Reaped(spawn("bus-read", &[dir_arg, stop.to_str().unwrap()]));
+    let reader_rx = lines(&mut reader.0);
+    wait_line(&reader_rx, "ready");
+    let start_maintainer = || {
+        let mut child = Reaped(spawn("bus-maintain", &[dir_arg]));
+        let rx = lines(&mut child.0);
+        (child, rx)
+    };
+    // Kills a maintainer; returns how many segments it removed and compacted.
+    let stop_maintainer = |(mut child, rx): (Reaped, mpsc::Receiver<String>)| {
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        rx.iter().fold((0, 0), |(r, c), line| {
+            let v: Vec<u64> = line[6..].split(' ').map(|p| p.parse().unwrap()).collect();
+            (r + v[0], c + v[1])
+        })
+    };
+    let mut maintainer = start_maintainer();
+    let (mut maintenance_kills, mut acked_end, mut removed, mut compacted) = (0, 0u64, 0, 0);
+    let (mut truncated, mut cuts) = (0, 0);
+    let mut torn: Option<(PathBuf, u64, Vec<u8>)> = None;
+    for _ in 0..rounds {
+        let mut writer = Reaped(spawn("bus-append", &[dir_arg]));
+        let rx = lines(&mut writer.0);
+        std::thread::sleep(Duration::from_micros(10_000 + rng.next() % 120_000));
+        writer.0.kill().unwrap(); // SIGKILL mid-append: recovery next round
+        writer.0.wait().unwrap();
+        for line in rx.iter() {
+            if let Some(cut) = line.strip_prefix("ready ") {
+                truncated += cut.parse::<u64>().unwrap();
+                continue;
+            }
+            let v: Vec<u64> = line[4..].split(' ').map(|p| p.parse().unwrap()).collect();
+            acked_end = acked_end.max(v[0] + v[1]);
+        }
+        if let Some((path, at, garbage)) = torn.take() {
+            // Cut by a recovery since (and perhaps written over since)?
+            let now = std::fs::read(&path).unwrap_or_default();
+            let at = at as usize;
+            if now.get(at..at + garbage.len()) != Some(&garbage[..]) {
+                cuts += 1;
+            }
+        }
+        if rng.next().is_multiple_of(2) {
+            // A torn write, as a crash mid-write leaves it: bytes past the committed end of
+            // the active segment (which the reader maps), cut by the next writer's recovery.
+            let active = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .max()
+                .unwrap();
+            let len = 1 + rng.next() % 4000;
+            let garbage: Vec<u8> = if rng.next().is_multiple_of(2) {
+                vec![0; len as usize]
+            } else {
+                (0..len).map(|_| rng.next() as u8).collect()
+            };
+            let at = std::fs::metadata(&active).unwrap().len();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&active)
+                .unwrap()
+                .write_all(&garbage)
+                .unwrap();
+            torn = Some((active, at, garbage));
+        }
+        if rng.next().is_multiple_of(3) {
+            // The maintainer dies too, mid-retention or mid-compaction, and another starts.
+            let (r, c) = stop_maintainer(std::mem::replace(&mut maintainer, start_maintainer()));
+            (removed, compacted) = (removed + r, compacted + c);
+            maintenance_kills += 1;
+        }
+        assert!(
+            reader.0.try_wait().unwrap().is_none(),
+            "the reader died (SHOAL_SIGBUS_SEED={seed})"
+        );
+    }
+    let (r, c) = stop_maintainer(maintainer);
+    (removed, compacted) = (removed + r, compacted + c);
+    std::fs::write(&stop, b"").unwrap();
+    let status = reader.0.wait().unwrap();
+    assert_ne!(
+        status.signal(),
+        Some(7),
+        "the reader died of SIGBUS (SHOAL_SIGBUS_SEED={seed})"
+    );
+    assert!(
+        status.success(),
+        "the reader failed: {status:?} (SHOAL_SIGBUS_SEED={seed})"
+    );
+    let done = wait_line(&reader_rx, "done");
+    let v: Vec<u64> = done[5..].split(' ').map(|p| p.parse().unwrap()).collect();
+    let (passes, verified, max_seen) = (v[0], v[1], v[2]);
+    // The last pass read up to everything acknowledged.
+    assert!(
+        max_seen + 1 >= acked_end,
+        "the reader saw up to {max_seen}, {acked_end} acknowledged (SHOAL_SIGBUS_SEED={seed})"
+    );
+    // Maintenance really ran under the reader: segments were removed and compacted, and
+    // recovery cut torn tails.
+    assert!(
+        removed > 0 && compacted > 0,
+        "removed {removed}, compacted {compacted}"
+    );
+    assert!(cuts > 0, "no recovery cut a torn tail");
+    let log = open_shared(&dir, Durability::Always);
+    assert!(log.start_offset() > 0, "retention never removed a segment");
+    let mut report = shoal_engine::log::CheckReport::default();
+    shoal_engine::log::check(&FsStorage::new(), &dir, &mut report).unwrap();
+    assert!(report.problems.is_empty(), "check: {:?}", report.problems);
+    println!(
+        "sigbus: a reader process read {verified} records in {passes} passes, every byte checked, while {rounds} writers were SIGKILLed mid-append and recovered ({cuts} torn tails cut, {truncated} bytes by a new writer), and retention removed {removed} segments and compaction rewrote {compacted} ({maintenance_kills} maintainers SIGKILLed midway); log starts at {}, ends at {acked_end}+",
+        log.start_offset()
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var("SHOAL_CHILD") {
         child_main(&role);
         return;
     }
-    let scenarios: [(&str, fn()); 4] = [
+    let scenarios: [(&str, fn()); 5] = [
         ("lock", one_writer_across_processes),
         ("shared-writers", shared_writers),
         ("tail", tail_in_another_process),
         ("crash", crash_rounds),
+        ("sigbus", reader_survives_maintenance),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
