@@ -38,6 +38,11 @@ use crate::log::{
 use crate::meta;
 use crate::storage::{CrashPlan, SharedStorage, SimStorage, Storage};
 
+mod decoders;
+mod service;
+pub use decoders::{consumer_checkpoint, queue_journal, queue_snapshot};
+pub use service::{From, SendSpec, ServiceInput, SvcOp, service_model, service_model_bytes};
+
 // ------------------------------------------------------------------------------------------
 // Known open bugs (none at the moment: a constant per bug name goes here while one is open).
 // ------------------------------------------------------------------------------------------

@@ -88,3 +88,104 @@ fn recovery() {
 fn log_model() {
     replay("log_model", fuzzing::log_model_bytes);
 }
+
+#[test]
+fn queue_journal() {
+    replay("queue_journal", fuzzing::queue_journal);
+}
+
+#[test]
+fn queue_snapshot() {
+    replay("queue_snapshot", fuzzing::queue_snapshot);
+}
+
+#[test]
+fn consumer_checkpoint() {
+    replay("consumer_checkpoint", fuzzing::consumer_checkpoint);
+}
+
+#[test]
+fn service_model() {
+    replay("service_model", fuzzing::service_model_bytes);
+}
+
+// ------------------------------------------------------------------------------------------
+// Engine bugs the fuzz targets found, as plain tests (their inputs are in fuzz/regressions/).
+// ------------------------------------------------------------------------------------------
+
+/// `service_model` (regressions/service_model/stale-head-after-power-loss): a log's head is
+/// never fsynced, so after a power loss it may be older than the records it describes, or
+/// empty. Stream readers trusted it: a shard nobody put to since returned none of its
+/// acknowledged records (a closed parent shard, never), or failed on an empty head.
+#[test]
+fn stream_shards_read_every_acknowledged_record_after_a_power_loss() {
+    use std::sync::Arc;
+
+    use shoal_engine::DataDir;
+    use shoal_engine::clock::ManualClock;
+    use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
+    use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
+
+    let clock = ManualClock::new(1_700_000_000_000);
+    let open = |sim: &SimStorage| {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        DataDir::open_with("/data", storage, clock.clone()).unwrap()
+    };
+    let sim = SimStorage::new();
+    let data = open(&sim);
+    data.create_stream(&CreateStream::new("s", 1)).unwrap();
+    data.create_stream(&CreateStream::new("empty", 1)).unwrap();
+    drop(data);
+    // Everything written so far reaches the disk (the kernel outlives the process).
+    let sim = sim.crash(CrashPlan::ProcessCrash);
+    let stream = open(&sim).stream("s").unwrap();
+    let put = stream.put_records(&[PutRecord {
+        partition_key: "k",
+        explicit_hash_key: None,
+        data: b"acknowledged",
+    }]);
+    assert!(put.error.is_none(), "{:?}", put.error);
+    assert_eq!(stream.split_shard(0, None).unwrap(), [1, 2]);
+    drop(stream);
+
+    let sim = sim.crash(CrashPlan::PowerLoss);
+    let data = open(&sim);
+    let stream = data.stream("s").unwrap();
+    let mut it = stream
+        .shard_iterator(0, StartPosition::TrimHorizon)
+        .unwrap();
+    let got = stream.get_records(&mut it, 10).unwrap();
+    let read: Vec<&[u8]> = got.records.iter().map(|r| r.data.as_slice()).collect();
+    assert_eq!(
+        read,
+        [b"acknowledged".as_slice()],
+        "the closed parent's record"
+    );
+    assert!(got.shard_ended);
+    let empty = data.stream("empty").unwrap();
+    let mut it = empty.shard_iterator(0, StartPosition::TrimHorizon).unwrap();
+    assert!(empty.get_records(&mut it, 10).unwrap().records.is_empty());
+}
+
+/// `queue_snapshot` (regressions/queue_snapshot/expire-loops-on-inconsistent-snapshot): a
+/// snapshot whose `waiting` index names a slot under another deadline than the slot's made
+/// `State::expire` loop forever.
+#[test]
+fn an_inconsistent_snapshot_does_not_hang_expire() {
+    let data = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/queue_snapshot/expire-loops-on-inconsistent-snapshot"),
+    )
+    .unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        fuzzing::queue_snapshot(&data);
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_ok(),
+        "expire did not end"
+    );
+}

@@ -169,7 +169,7 @@ impl State {
             && let Some(group) = &slot.group
             && let Some(busy) = self.busy_groups.get_mut(group)
         {
-            *busy -= 1;
+            *busy = busy.saturating_sub(1);
             if *busy == 0 {
                 self.busy_groups.remove(group);
             }
@@ -202,6 +202,9 @@ impl State {
                 continue;
             };
             self.unlink(offset, &slot);
+            // Gone already unless a snapshot's index disagreed with its slot: then drop the
+            // stray entry, so that this loop ends.
+            self.waiting.remove(&(deadline, offset));
             self.ready.insert(offset);
             if let Some(group) = slot.group {
                 self.ready_groups.entry(group).or_default().insert(offset);

@@ -34,6 +34,19 @@ pub(super) struct Checkpoint {
     ended: bool,
 }
 
+/// Decodes a checkpoint file's bytes as a consumer does, for the fuzz targets: (next offset,
+/// ended).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_checkpoint(bytes: &[u8], path: &std::path::Path) -> Result<(u64, bool)> {
+    meta::decode::<Checkpoint>(CHECKPOINT_MAGIC, bytes, path).map(|c| (c.next_offset, c.ended))
+}
+
+/// Encodes a checkpoint file as a consumer writes it, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn encode_checkpoint(next_offset: u64, ended: bool) -> Result<Vec<u8>> {
+    meta::encode(CHECKPOINT_MAGIC, &Checkpoint { next_offset, ended })
+}
+
 struct Lease {
     _guard: Box<dyn LockGuard>,
     it: ShardIterator,

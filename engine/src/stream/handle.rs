@@ -76,10 +76,7 @@ impl Stream {
         if let Some(reader) = readers.get(&index) {
             return Ok(Arc::clone(reader));
         }
-        let reader = Arc::new(LogReader::open(
-            Arc::clone(&self.dir.storage),
-            shard_dir(&self.dir, &self.name, index),
-        )?);
+        let reader = Arc::new(super::open_reader(&self.dir, &self.meta(), index)?);
         readers.insert(index, Arc::clone(&reader));
         Ok(reader)
     }

@@ -29,6 +29,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use consumer::{Consumer, ConsumerBatch};
+#[cfg(feature = "fuzzing")]
+pub(crate) use consumer::{decode_checkpoint, encode_checkpoint};
 pub use handle::Stream;
 pub use keys::{
     SequenceNumber, hash_partition_key, parse_hash_key, parse_shard_id, shard_id, uniform_ranges,
@@ -534,6 +536,47 @@ fn open_log(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<Log> {
     )
 }
 
+/// Opens a reader of a shard. The head is never fsynced, so after a power loss it may be
+/// missing, torn, or older than the data it describes, until a writer opens the log again.
+/// A reader trusting such a head would not return acknowledged records (of a closed shard,
+/// never). So when the head does not cover the whole active segment file, the log is first
+/// opened for writing (which waits for a writer appending meanwhile, and whose recovery
+/// publishes a head that covers every record), as the next put would.
+fn open_reader(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<LogReader> {
+    let path = shard_dir(dir, &meta.name, index);
+    if head_behind(&*dir.storage, &path) {
+        drop(open_log(dir, meta, index)?);
+    }
+    LogReader::open(Arc::clone(&dir.storage), &path)
+}
+
+/// True when a log's head does not decode, or names less of its active segment than the
+/// segment file holds.
+fn head_behind(storage: &dyn crate::storage::Storage, path: &std::path::Path) -> bool {
+    use crate::codec::head::{HEAD_LEN, Head};
+    use crate::log::segment;
+    use crate::storage::OpenMode;
+    let len_of = |file: &std::path::Path| {
+        storage
+            .open(file, OpenMode::Read)
+            .and_then(|f| f.len())
+            .ok()
+    };
+    let head = storage
+        .open(&path.join(segment::HEAD_FILE), OpenMode::Read)
+        .ok()
+        .and_then(|f| {
+            let mut buf = [0u8; HEAD_LEN];
+            f.read_exact_at(&mut buf, 0).ok()?;
+            Head::decode(&buf).ok()
+        });
+    let Some(head) = head else {
+        return true;
+    };
+    len_of(&segment::segment_path(path, head.active_base))
+        .is_some_and(|len| len > head.committed_len)
+}
+
 fn create_shard_log(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<()> {
     let path = shard_dir(dir, &meta.name, index);
     // A leftover of an interrupted reshard that never made it into the map.
@@ -545,10 +588,7 @@ fn describe(dir: &DirInner, meta: &StreamMeta) -> Result<StreamDescription> {
     let mut shards = Vec::with_capacity(meta.shards.len());
     for shard in &meta.shards {
         let ending = if shard.closed {
-            let reader = LogReader::open(
-                Arc::clone(&dir.storage),
-                shard_dir(dir, &meta.name, shard.index),
-            )?;
+            let reader = open_reader(dir, meta, shard.index)?;
             let end = reader.sealed_at()?.unwrap_or(reader.next_offset()?);
             Some(
                 SequenceNumber {
