@@ -345,3 +345,135 @@ fn reshard_killed() {
         started.elapsed(),
     );
 }
+
+/// Issue 6, item 6, from the shell: `shoal get --follow` (a reader process mapping the shard's
+/// segments) tails a stream whose retention is 1 second, while `shoal put` writers are
+/// SIGKILLed mid-batch (the next one recovers the shard and, opening it, deletes the expired
+/// segments under the reader). The follower must never die, and must print only records that
+/// were put, each once, in sequence order, up to the last one acknowledged.
+#[test]
+fn follower_survives_retention_and_recovery() {
+    let seed = seed("follower_survives_retention_and_recovery");
+    let mut rng = Rng(seed | 1);
+    let dir = Dir::new();
+    dir.ok(&[
+        "stream",
+        "create",
+        "f",
+        "--shards",
+        "1",
+        "--retention",
+        "1s",
+    ]);
+    let mut follower = Reaped(
+        dir.cmd(&["get", "f", "--follow"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut history = History::new();
+    let started = Instant::now();
+    let mut round = 0;
+    // Segments roll every second (a quarter of the retention, at least 1 s) and expire a
+    // second later: a few seconds of writers see several removed under the follower.
+    while started.elapsed() < Duration::from_millis(3500) {
+        let p = Putter::spawn(&dir, "f", format!("r{round}w0"), 20 + rng.below(600));
+        std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
+        p.kill("f", &mut history);
+        assert!(
+            follower.0.try_wait().unwrap().is_none(),
+            "the follower died (SHOAL_CLI_CRASH_SEED={seed})"
+        );
+        round += 1;
+    }
+    // A last writer that finishes: everything it acknowledged must reach the follower.
+    let last: String = (0..100).map(|n| format!("lastn{n}\n")).collect();
+    let out = check(dir.run_stdin(&["put", "f", "--lines"], last.as_bytes()), 0);
+    for (n, line) in lines(&out).iter().enumerate() {
+        let id = format!("lastn{n}");
+        let w = history.invoke("f", &id, id.as_bytes());
+        let v = json(line);
+        history.ok_at(
+            w,
+            v["shard_id"].as_str().unwrap(),
+            v["sequence_number"].as_str().unwrap().parse().unwrap(),
+        );
+    }
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last_data = base64::engine::general_purpose::STANDARD.encode("lastn99");
+    while !printed.last().is_some_and(|l| l.contains(&last_data)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(e) => panic!(
+                "the follower did not print the last record: {e}, {:?} (SHOAL_CLI_CRASH_SEED={seed})",
+                follower.0.try_wait()
+            ),
+        }
+    }
+    assert!(
+        follower.0.try_wait().unwrap().is_none(),
+        "the follower died (SHOAL_CLI_CRASH_SEED={seed})"
+    );
+    let _ = follower.0.kill();
+    let _ = follower.0.wait();
+    for line in &printed {
+        let v = json(line);
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap();
+        history.read(StreamRead {
+            stream: "f".into(),
+            pass: 0,
+            shard: v["shard_id"].as_str().unwrap().to_string(),
+            sequence: v["sequence_number"].as_str().unwrap().parse().unwrap(),
+            id: String::from_utf8_lossy(&data).into_owned(),
+            payload: data,
+        });
+    }
+    // Records older than a second may have expired before the follower got to them; the last
+    // writer's must all be there.
+    let expirable: Vec<usize> = (0..history.writes().len())
+        .filter(|&i| !history.writes()[i].id.starts_with("last"))
+        .collect();
+    for i in expirable {
+        history.may_expire(i);
+    }
+    history.final_read("f", 0);
+    let context = format!("follower (SHOAL_CLI_CRASH_SEED={seed})");
+    let stats = history.assert_valid(&context);
+    let mut seen = std::collections::HashSet::new();
+    for r in &history.reads {
+        assert!(seen.insert(&r.id), "{context}: {:?} printed twice", r.id);
+    }
+    check_clean(&dir, &context);
+    // Retention really deleted segments under the follower.
+    let first_segment = std::fs::read_dir(dir.path().join("streams/f/shards/000000000000"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")
+                .map(|base| base.parse::<u64>().unwrap())
+        })
+        .min()
+        .unwrap();
+    assert!(first_segment > 0, "{context}: retention removed nothing");
+    println!(
+        "follower_survives_retention_and_recovery: {round} writers SIGKILLed in {:.1?}; the follower printed {} records, all put, in order, none twice, the last writer's 100 all; {} acknowledged in all; retention removed offsets below {first_segment}",
+        started.elapsed(),
+        printed.len(),
+        stats.acknowledged,
+    );
+}
