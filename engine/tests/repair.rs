@@ -287,3 +287,37 @@ fn a_queue_drops_only_the_lost_messages_and_a_damaged_snapshot_is_rebuilt() {
     assert_eq!(got, expected);
     assert!(dir.check().unwrap().problems.is_empty());
 }
+
+#[test]
+fn a_log_too_damaged_to_open_is_mended_without_opening_it() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = log::LogOptions {
+        durability: Durability::Always,
+        ..log::LogOptions::default()
+    };
+    let log = common::open_sim(&sim, &clock, &options);
+    append_records(&log, 10, 2);
+    drop(log);
+    let file = segment_file(&sim_dir(), 0);
+    let (position, _) = frames(&sim, &file)[5];
+    sim.corrupt(&file, position + 30, 0x01).unwrap();
+    // Damage where the head says the log was synced is not a torn tail: opening refuses.
+    let err = common::try_open_sim(&sim, &clock, &options).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+
+    let quarantine = Quarantine::new(&sim, Path::new("/data"), Path::new("/data/lost+found/1"));
+    let repairs = log::repair_unopenable(&sim, &*clock, &sim_dir(), &options, &quarantine).unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:#?}");
+    assert_eq!(repairs[0].lost, Some(5..10));
+    assert!(sim.contents(repairs[0].original.as_ref().unwrap()).is_ok());
+    let log = common::open_sim(&sim, &clock, &options);
+    assert_eq!(offsets(&log), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        log.next_offset(),
+        10,
+        "offsets 5..10 are not given out again"
+    );
+    assert!(check_clean(&sim, &sim_dir()).is_empty());
+    assert!(log.repair(&quarantine).unwrap().is_empty());
+}

@@ -190,6 +190,7 @@ impl Log {
                     Some(&inner.reader),
                     base,
                     Some(next_base),
+                    false,
                     previous,
                     quarantine,
                 )?;
@@ -211,8 +212,10 @@ struct Salvaged {
     lost_from: u64,
 }
 
-/// Rewrites segment `base` with the records before its first damage (and below `upper`, the
-/// next segment's base, when there is one), after keeping a copy of the original.
+/// Rewrites segment `base` with the records before its first damage (and below `upper`: the
+/// next segment's base, or the first offset never acknowledged), after keeping a copy of the
+/// original. With `whole_batches`, records after the last complete batch go too (nothing
+/// says they were acknowledged).
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of a log, opened or not"
@@ -224,6 +227,7 @@ fn salvage(
     reader: Option<&LogReader>,
     base: u64,
     upper: Option<u64>,
+    whole_batches: bool,
     previous: Option<u64>,
     quarantine: &Quarantine<'_>,
 ) -> Result<Salvaged> {
@@ -253,6 +257,8 @@ fn salvage(
     new.extend_from_slice(&header.encode());
     let mut kept = 0u64;
     let mut lost_from = base;
+    // What was kept up to the end of the last complete batch.
+    let mut batch_end = (new.len(), kept, lost_from);
     if intact_header {
         for (_, frame) in FrameScan::new(&old, 0, FILE_HEADER_LEN) {
             if frame.offset < lost_from || upper.is_some_and(|u| frame.offset >= u) {
@@ -261,7 +267,14 @@ fn salvage(
             push_record(&mut new, &frame)?;
             kept += 1;
             lost_from = frame.offset + 1;
+            if frame.ends_batch() {
+                batch_end = (new.len(), kept, lost_from);
+            }
         }
+    }
+    if whole_batches {
+        new.truncate(batch_end.0);
+        (kept, lost_from) = (batch_end.1, batch_end.2);
     }
     let original = quarantine.keep_copy(&path, &old)?;
     replace_segment(storage, dir, index_interval, reader, base, &header, &new)?;
@@ -323,7 +336,10 @@ pub fn repair_unopenable(
         options.index_interval_bytes,
         None,
         active,
-        None,
+        // Only what the head says was committed was ever acknowledged; without a head, only
+        // whole batches.
+        head.map(|h| h.next_offset),
+        head.is_none(),
         previous,
         quarantine,
     )?;
