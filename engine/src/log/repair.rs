@@ -52,7 +52,15 @@ impl<'a> Quarantine<'a> {
     fn place_for(&self, file: &Path) -> Result<PathBuf> {
         let relative = file.strip_prefix(&self.data_root).unwrap_or(file);
         let relative = relative.strip_prefix("/").unwrap_or(relative);
-        let target = self.dir.join(relative);
+        let mut target = self.dir.join(relative);
+        // A file kept twice in one repair keeps both copies.
+        let mut n = 1;
+        while self.storage.exists(&target) {
+            let mut name = self.dir.join(relative).into_os_string();
+            name.push(format!(".{n}"));
+            target = PathBuf::from(name);
+            n += 1;
+        }
         let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
         if !self.storage.exists(&parent) {
             self.storage
