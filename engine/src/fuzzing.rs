@@ -38,8 +38,10 @@ use crate::log::{
 use crate::meta;
 use crate::storage::{CrashPlan, SharedStorage, SimStorage, Storage};
 
+mod datadir;
 mod decoders;
 mod service;
+pub use datadir::{BuildOp, DataDirInput, DirDamage, datadir_recovery, datadir_recovery_bytes};
 pub use decoders::{consumer_checkpoint, queue_journal, queue_snapshot};
 pub use service::{From, SendSpec, ServiceInput, SvcOp, service_model, service_model_bytes};
 

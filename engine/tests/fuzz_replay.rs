@@ -105,6 +105,11 @@ fn consumer_checkpoint() {
 }
 
 #[test]
+fn datadir_recovery() {
+    replay("datadir_recovery", fuzzing::datadir_recovery_bytes);
+}
+
+#[test]
 fn service_model() {
     replay("service_model", fuzzing::service_model_bytes);
 }

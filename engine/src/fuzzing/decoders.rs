@@ -14,7 +14,7 @@ use crate::queue::state::State;
 use crate::queue::stored::{Event, MessageHeader, decode_payload};
 
 /// A metadata frame around `payload`, exactly as [`meta::encode`] writes one, with any payload.
-fn frame(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(meta::META_HEADER_LEN + payload.len());
     out.extend_from_slice(&magic);
     out.extend_from_slice(&crate::codec::FORMAT_VERSION.to_le_bytes());
