@@ -475,6 +475,21 @@ impl History {
         }
     }
 
+    /// When `d` was acknowledged, if it certainly deleted its message: it was acknowledged
+    /// while its receipt was the message's current one (before the visibility timeout of the
+    /// receive that gave the receipt could have ended). A delete with a stale receipt may be
+    /// acknowledged and do nothing, as SQS's DeleteMessage may: the message was received
+    /// again, or moved to the dead-letter queue, in between.
+    fn took_effect(&self, d: &Delete) -> Option<u64> {
+        let acknowledged = d.completed_ns?;
+        let receive = self
+            .receives
+            .iter()
+            .find(|r| r.receipt == d.receipt && r.queue == d.queue && r.id == d.id)?;
+        (acknowledged + CLOCK_SLACK_NS < receive.invoked_ns + receive.visibility_ns)
+            .then_some(acknowledged)
+    }
+
     /// Receives of each message in each queue, by invocation time.
     fn receives_by_message(&self) -> BTreeMap<(&str, &str), Vec<&Receive>> {
         let mut by: BTreeMap<(&str, &str), Vec<&Receive>> = BTreeMap::new();
@@ -509,7 +524,7 @@ impl History {
             }
         }
         for d in &self.deletes {
-            let Some(acknowledged) = d.completed_ns else {
+            let Some(acknowledged) = self.took_effect(d) else {
                 continue;
             };
             if let Some(list) = by.get(&(d.queue.as_str(), d.id.as_str())) {
@@ -604,13 +619,15 @@ impl History {
                 for (k, (w, gone)) in stored.iter().enumerate() {
                     let receives = by.get(&(queue.as_str(), w.id.as_str()));
                     for r in receives.into_iter().flatten() {
-                        if r.completed_ns >= latest_gone {
+                        // A move to the DLQ is placed by the engine's millisecond clock.
+                        let at = r.completed_ns + CLOCK_SLACK_NS;
+                        if at >= latest_gone {
                             continue;
                         }
                         // A candidate: look for the earlier message that was still there,
                         // not counting those before it in the same receive batch.
                         for (earlier, earlier_gone) in &stored[..k] {
-                            if r.completed_ns >= *earlier_gone {
+                            if at >= *earlier_gone {
                                 continue;
                             }
                             let same_batch = by
@@ -708,11 +725,14 @@ impl History {
                 if self
                     .deletes
                     .iter()
-                    .any(|d| &d.queue == queue && d.id == *id && d.completed_ns.is_some())
+                    .any(|d| &d.queue == queue && d.id == *id && self.took_effect(d).is_some())
                 {
                     out.push(Violation {
                         kind: Kind::QueueAndDlq,
-                        detail: format!("{queue}: {id:?} deleted from the queue and also in {dlq}"),
+                        detail: format!(
+                            "{queue}: {id:?} deleted from the queue and also in {dlq}; {}",
+                            self.explain(queue, id)
+                        ),
                     });
                 }
             }
@@ -820,11 +840,19 @@ mod tests {
         });
     }
 
+    /// A delete with the receipt of the message's latest receive from `queue`.
     fn del(h: &mut History, queue: &str, id: &str, at_ms: u64) {
+        let receipt = h
+            .receives
+            .iter()
+            .rev()
+            .find(|r| r.queue == queue && r.id == id)
+            .map(|r| r.receipt.clone())
+            .unwrap_or_default();
         h.delete(Delete {
             queue: queue.into(),
             id: id.into(),
-            receipt: String::new(),
+            receipt,
             invoked_ns: at_ms * MS,
             completed_ns: Some(at_ms * MS + MS),
         });
@@ -1000,6 +1028,32 @@ mod tests {
         del(&mut h, "d.fifo", "m3", 160);
         h.drained("f.fifo");
         h
+    }
+
+    #[test]
+    fn a_delete_with_a_stale_receipt_may_do_nothing() {
+        // `a` received at 0 ms (visible again at 100 ms) and at 150 ms; a delete with the
+        // first receipt acknowledged at 200 ms is stale: `a` may come back after it.
+        let mut h = queue_history();
+        let first = h.receives[0].receipt.clone();
+        h.deletes.retain(|d| d.id != "a");
+        h.delete(Delete {
+            queue: "q".into(),
+            id: "a".into(),
+            receipt: first.clone(),
+            invoked_ns: 199 * MS,
+            completed_ns: Some(200 * MS),
+        });
+        rx(&mut h, "q", "a", 300, 2);
+        del(&mut h, "q", "a", 310);
+        assert_eq!(kinds(&h), vec![]);
+        // With the receipt still current (acknowledged at 50 ms), it deleted `a`.
+        h.deletes
+            .iter_mut()
+            .find(|d| d.receipt == first)
+            .unwrap()
+            .completed_ns = Some(50 * MS);
+        assert_eq!(kinds(&h), vec![Kind::AfterDelete]);
     }
 
     #[test]
