@@ -172,6 +172,58 @@ fn stream_shards_read_every_acknowledged_record_after_a_power_loss() {
     assert!(empty.get_records(&mut it, 10).unwrap().records.is_empty());
 }
 
+/// `service_model` (regressions/service_model/shard-ended-after-interrupted-reshard): a
+/// reshard that sealed a parent and died before writing the new map leaves the shard open in
+/// the map (the next put unseals it), but `get_records` reported it ended, so a consumer
+/// would have checkpointed it as finished and never read what is put to it afterwards.
+#[test]
+fn an_interrupted_reshard_does_not_end_the_shard() {
+    use std::sync::Arc;
+
+    use shoal_engine::DataDir;
+    use shoal_engine::clock::ManualClock;
+    use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
+    use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
+
+    let clock = ManualClock::new(1_700_000_000_000);
+    let open = |sim: &SimStorage| {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        DataDir::open_with("/data", storage, clock.clone()).unwrap()
+    };
+    let put = |data: &DataDir, body: &[u8]| {
+        let outcome = data.stream("s").unwrap().put_records(&[PutRecord {
+            partition_key: "k",
+            explicit_hash_key: None,
+            data: body,
+        }]);
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    };
+    let sim = SimStorage::new();
+    let data = open(&sim);
+    data.create_stream(&CreateStream::new("s", 1)).unwrap();
+    put(&data, b"one");
+    drop(data);
+    // What a reshard that died after sealing the parent leaves: its seal, the old map.
+    sim.put_file(
+        std::path::Path::new("/data/streams/s/shards/000000000000/SEALED"),
+        b"1",
+    );
+    let sim = sim.crash(CrashPlan::ProcessCrash);
+    let data = open(&sim);
+    let stream = data.stream("s").unwrap();
+    let mut it = stream
+        .shard_iterator(0, StartPosition::TrimHorizon)
+        .unwrap();
+    let got = stream.get_records(&mut it, 10).unwrap();
+    assert_eq!(got.records.len(), 1);
+    assert!(!got.shard_ended, "an open shard reported ended");
+    put(&data, b"two");
+    let got = stream.get_records(&mut it, 10).unwrap();
+    let read: Vec<&[u8]> = got.records.iter().map(|r| r.data.as_slice()).collect();
+    assert_eq!(read, [b"two".as_slice()]);
+    assert!(!got.shard_ended);
+}
+
 /// `queue_snapshot` (regressions/queue_snapshot/expire-loops-on-inconsistent-snapshot): a
 /// snapshot whose `waiting` index names a slot under another deadline than the slot's made
 /// `State::expire` loop forever.

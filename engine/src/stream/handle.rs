@@ -407,8 +407,12 @@ impl Stream {
             _ => 0,
         };
         let shard_ended = match reader.sealed_at()? {
-            Some(end) => it.next_offset >= end,
-            None => false,
+            // Sealed by a reshard that died before writing the map that closes the shard
+            // (the next put undoes it) is not ended: ask the map.
+            Some(end) if it.next_offset >= end => {
+                self.reload()?.shard(it.shard).is_ok_and(|s| s.closed)
+            }
+            _ => false,
         };
         Ok(GetRecordsOutput {
             records,
