@@ -358,8 +358,10 @@ fn reshard_killed() {
 /// Issue 6, item 6, from the shell: `shoal get --follow` (a reader process mapping the shard's
 /// segments) tails a stream whose retention is 1 second, while `shoal put` writers are
 /// SIGKILLed mid-batch (the next one recovers the shard and, opening it, deletes the expired
-/// segments under the reader). The follower must never die, and must print only records that
-/// were put, each once, in sequence order, up to the last one acknowledged.
+/// segments under the reader), and `shoal get` processes read the whole stream one after
+/// another. The follower must never die, and must print only records that were put, each
+/// once, in sequence order, up to the last one acknowledged; every get must succeed with only
+/// records that were put, in sequence order.
 #[test]
 fn follower_survives_retention_and_recovery() {
     let seed = seed("follower_survives_retention_and_recovery");
@@ -391,6 +393,26 @@ fn follower_survives_retention_and_recovery() {
             }
         }
     });
+    // Meanwhile, whole reads from the trim horizon, one process after another: each maps
+    // the oldest segments just as retention may remove them.
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let readers = {
+        let stop = Arc::clone(&stop_reading);
+        let data_dir = dir.path();
+        std::thread::spawn(move || {
+            let mut runs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+                    .args(["get", "f"])
+                    .env("SHOAL_DATA_DIR", &data_dir)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                runs.push(out);
+            }
+            runs
+        })
+    };
     let mut history = History::new();
     let started = Instant::now();
     let mut round = 0;
@@ -400,10 +422,9 @@ fn follower_survives_retention_and_recovery() {
         let p = Putter::spawn(&dir, "f", format!("r{round}w0"), 20 + rng.below(600));
         std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
         p.kill("f", &mut history);
-        assert!(
-            follower.0.try_wait().unwrap().is_none(),
-            "the follower died (SHOAL_CLI_CRASH_SEED={seed})"
-        );
+        if let Some(status) = follower.0.try_wait().unwrap() {
+            panic!("the follower died: {status} (SHOAL_CLI_CRASH_SEED={seed})");
+        }
         round += 1;
     }
     // A last writer that finishes: everything it acknowledged must reach the follower.
@@ -419,6 +440,30 @@ fn follower_survives_retention_and_recovery() {
             v["sequence_number"].as_str().unwrap().parse().unwrap(),
         );
     }
+    stop_reading.store(true, Ordering::Relaxed);
+    let runs = readers.join().unwrap();
+    for (pass, out) in runs.iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "a shoal get racing retention failed: {} {} (SHOAL_CLI_CRASH_SEED={seed})",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in lines(out) {
+            let v = json(&line);
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["data"].as_str().unwrap())
+                .unwrap();
+            history.read(StreamRead {
+                stream: "f".into(),
+                pass: 1 + pass as u64,
+                shard: v["shard_id"].as_str().unwrap().to_string(),
+                sequence: v["sequence_number"].as_str().unwrap().parse().unwrap(),
+                id: String::from_utf8_lossy(&data).into_owned(),
+                payload: data,
+            });
+        }
+    }
     let mut printed: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let last_data = base64::engine::general_purpose::STANDARD.encode("lastn99");
@@ -432,10 +477,9 @@ fn follower_survives_retention_and_recovery() {
             ),
         }
     }
-    assert!(
-        follower.0.try_wait().unwrap().is_none(),
-        "the follower died (SHOAL_CLI_CRASH_SEED={seed})"
-    );
+    if let Some(status) = follower.0.try_wait().unwrap() {
+        panic!("the follower died: {status} (SHOAL_CLI_CRASH_SEED={seed})");
+    }
     let _ = follower.0.kill();
     let _ = follower.0.wait();
     for line in &printed {
@@ -464,7 +508,7 @@ fn follower_survives_retention_and_recovery() {
     let context = format!("follower (SHOAL_CLI_CRASH_SEED={seed})");
     let stats = history.assert_valid(&context);
     let mut seen = std::collections::HashSet::new();
-    for r in &history.reads {
+    for r in history.reads.iter().filter(|r| r.pass == 0) {
         assert!(seen.insert(&r.id), "{context}: {:?} printed twice", r.id);
     }
     check_clean(&dir, &context);
@@ -480,8 +524,9 @@ fn follower_survives_retention_and_recovery() {
         .unwrap();
     assert!(first_segment > 0, "{context}: retention removed nothing");
     println!(
-        "follower_survives_retention_and_recovery: {round} writers SIGKILLed in {:.1?}; the follower printed {} records, all put, in order, none twice, the last writer's 100 all; {} acknowledged in all; retention removed offsets below {first_segment}",
+        "follower_survives_retention_and_recovery: {round} writers SIGKILLed in {:.1?}, {} whole reads racing them; the follower printed {} records, all put, in order, none twice, the last writer's 100 all; {} acknowledged in all; retention removed offsets below {first_segment}",
         started.elapsed(),
+        runs.len(),
         printed.len(),
         stats.acknowledged,
     );
