@@ -224,6 +224,47 @@ fn an_interrupted_reshard_does_not_end_the_shard() {
     assert!(!got.shard_ended);
 }
 
+/// `recovery` (regressions/recovery/sealed-segment-cut-before-missing-active): when the head
+/// names an active segment that is missing, the segment before it becomes the active one
+/// again; it was sealed and fsynced whole, yet recovery treated it as an unsynced tail and
+/// silently cut its damaged end (down to no records at all). Now that is reported.
+#[test]
+fn a_sealed_segment_before_a_missing_one_is_not_cut() {
+    use std::sync::Arc;
+
+    use shoal_engine::clock::ManualClock;
+    use shoal_engine::log::{Entry, Log, LogOptions};
+    use shoal_engine::storage::{SharedStorage, SimStorage, Storage};
+
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let dir = std::path::Path::new("/log");
+    let options = LogOptions {
+        segment_bytes_max: 512,
+        ..LogOptions::default()
+    };
+    let open = || {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        Log::open(storage, clock.clone(), dir, options.clone())
+    };
+    let log = open().unwrap();
+    while log.segments().unwrap().len() < 3 {
+        log.append(&[Entry::new(&[7u8; 100])]).unwrap();
+    }
+    let segments = log.segments().unwrap();
+    drop(log);
+    let (sealed, active) = (segments[1], segments[2]);
+    sim.remove_file(&dir.join(format!("{active:020}.log")))
+        .unwrap();
+    let path = dir.join(format!("{sealed:020}.log"));
+    let bytes = sim.contents(&path).unwrap();
+    sim.put_file(&path, &bytes[..bytes.len() - 5]);
+    let err = open().expect_err("a sealed segment's lost records were cut silently");
+    assert!(err.is_corruption(), "{err}");
+    // Nothing was cut meanwhile: the damage is still there to see (and repair).
+    assert_eq!(sim.contents(&path).unwrap().len(), bytes.len() - 5);
+}
+
 /// `queue_snapshot` (regressions/queue_snapshot/expire-loops-on-inconsistent-snapshot): a
 /// snapshot whose `waiting` index names a slot under another deadline than the slot's made
 /// `State::expire` loop forever.

@@ -112,6 +112,10 @@ pub(super) fn open_for_write(
             .max(head.map_or(0, |h| h.last_timestamp_ms))
             .max(previous.unwrap_or(0))
     };
+    // A head naming a newer segment than exists outlived it (see `recover_active`): the
+    // segment before it, active again, was sealed and fsynced up to that segment's base.
+    // Records of it gone are damage to report, not a torn tail to cut.
+    let missing = head.filter(|h| h.active_base > active_base);
     let writer = recover_active(
         storage,
         dir,
@@ -121,6 +125,19 @@ pub(super) fn open_for_write(
         options,
         &mut report,
     )?;
+    if let Some(h) = missing
+        && writer.watermark().next_offset < h.active_base
+    {
+        return Err(Error::corruption(
+            segment::segment_path(dir, active_base),
+            0,
+            CorruptionKind::Inconsistent(format!(
+                "sealed before segment {} was created, it ends at offset {} instead",
+                h.active_base,
+                writer.watermark().next_offset
+            )),
+        ));
+    }
     let start_offset = listing.segments.first().copied().unwrap_or(active_base);
     Ok(Opened {
         writer,
@@ -261,6 +278,8 @@ fn recover_active(
     // the active one again.
     let synced_len = match head {
         Some(h) if h.active_base == base => h.synced_len,
+        // Sealed and fsynced whole: a bad frame in it is damage, never a tail to cut.
+        Some(h) if h.active_base > base => file_len,
         // No head, or one naming another segment: nothing here is known to be synced.
         _ => 0,
     };
