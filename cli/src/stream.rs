@@ -353,7 +353,9 @@ pub fn run_put(dir: &DataDir, output: Output, args: &PutArgs) -> anyhow::Result<
                 };
                 pending.push(&record.partition_key, &data, hash_key);
             }
-            if pending.full() {
+            // Put when the batch is full or stdin has nothing more ready (a slow producer's
+            // lines are acknowledged one by one, a fast one's in big batches).
+            if pending.full() || input.buffer().is_empty() {
                 pending.flush(&stream, output, &mut out)?;
             }
         }

@@ -778,3 +778,38 @@ fn a_worker_stopped_by_sigterm_checkpoints_first_so_nothing_repeats() {
     all.dedup();
     assert_eq!(all.len(), 150);
 }
+
+#[test]
+fn put_lines_acknowledges_a_slow_producers_lines_as_they_come() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = Dir::new();
+    dir.ok(&["stream", "create", "s", "--shards", "1"]);
+    let mut child = dir
+        .cmd(&["put", "s", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // Each line is acknowledged while the producer still holds stdin open.
+    for n in 0..3 {
+        writeln!(stdin, "line {n}").unwrap();
+        stdin.flush().unwrap();
+        let ack = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("line {n} was not acknowledged"));
+        assert!(json(&ack)["sequence_number"].is_string(), "{ack}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(dir.ok(&["get", "s"]).len(), 3);
+}
