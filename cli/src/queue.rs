@@ -19,7 +19,9 @@ use shoal_engine::queue::{
 };
 
 use crate::Output;
-use crate::util::{emit, invalid, parse_attribute, parse_durability, parse_duration, rfc3339_ms};
+use crate::util::{
+    emit, invalid, parse_attribute, parse_durability, parse_duration, rfc3339_ms, stdin_ready,
+};
 
 /// `shoal queue ...`
 #[derive(Debug, Subcommand)]
@@ -347,7 +349,9 @@ pub fn run_send(dir: &DataDir, output: Output, args: &SendArgs) -> anyhow::Resul
         }
         // Send when the batch is full, at the end, or when stdin has nothing more ready (so
         // a slow producer's lines go out one by one, a fast one's in big batches).
-        if !batch.is_empty() && (eof || batch.len() >= LINES_BATCH || input.buffer().is_empty()) {
+        if !batch.is_empty()
+            && (eof || batch.len() >= LINES_BATCH || (input.buffer().is_empty() && !stdin_ready()))
+        {
             let sent = queue.send_batch(&batch).map_err(|e| {
                 anyhow::Error::new(e).context(format!(
                     "lines {}-{number} were not sent",

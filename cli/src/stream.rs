@@ -16,7 +16,7 @@ use shoal_engine::stream::{
 };
 
 use crate::Output;
-use crate::util::{emit, invalid, parse_durability, parse_duration, rfc3339_ms};
+use crate::util::{emit, invalid, parse_durability, parse_duration, rfc3339_ms, stdin_ready};
 
 /// `shoal stream ...`
 #[derive(Debug, Subcommand)]
@@ -355,7 +355,7 @@ pub fn run_put(dir: &DataDir, output: Output, args: &PutArgs) -> anyhow::Result<
             }
             // Put when the batch is full or stdin has nothing more ready (a slow producer's
             // lines are acknowledged one by one, a fast one's in big batches).
-            if pending.full() || input.buffer().is_empty() {
+            if pending.full() || (input.buffer().is_empty() && !stdin_ready()) {
                 pending.flush(&stream, output, &mut out)?;
             }
         }

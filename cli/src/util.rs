@@ -41,6 +41,20 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 /// Returns an [`Invalid`] error.
+/// True when a read of stdin would not block (bytes are ready, or the input ended). A line
+/// reader whose buffer is empty sends what it has gathered only when this is false: a slow
+/// producer's lines are acknowledged as they come, a fast one's in full batches.
+pub fn stdin_ready() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
 pub fn invalid<T>(message: impl Into<String>) -> anyhow::Result<T> {
     Err(Invalid(message.into()).into())
 }
