@@ -192,6 +192,8 @@ struct SModel {
     pending_map: Option<(Vec<MShard>, u32)>,
     /// Every record ever put (or maybe put) at each position, for checks after damage.
     history: HashMap<(u32, u64), Vec<KeyData>>,
+    /// Records of puts that failed after damage: put somewhere or nowhere.
+    loose: std::collections::HashSet<KeyData>,
 }
 
 impl SModel {
@@ -534,6 +536,9 @@ impl Svc {
                     );
                     assert_eq!(got.sequence.shard, got.shard);
                 }
+            } else if self.damaged {
+                // Where it went, if anywhere, is unknown once the model stopped following.
+                self.s.loose.insert((key.clone(), data.clone()));
             } else if let Some(at) = want {
                 self.s
                     .history
@@ -694,8 +699,12 @@ impl Svc {
             assert!(prev.is_none_or(|p| seq.offset > p), "offsets out of order");
             prev = Some(seq.offset);
             let ever = self.s.history.get(&(index, seq.offset));
-            let known =
-                ever.is_some_and(|e| e.iter().any(|(k, d)| *k == r.partition_key && *d == r.data));
+            let known = ever
+                .is_some_and(|e| e.iter().any(|(k, d)| *k == r.partition_key && *d == r.data))
+                || self
+                    .s
+                    .loose
+                    .contains(&(r.partition_key.clone(), r.data.clone()));
             assert!(
                 known,
                 "{} at {} returned a record never put there: {:?} {:?}",
