@@ -755,6 +755,36 @@ fn with_writer_lock_makes_read_decide_append_atomic_across_shared_writers() {
 }
 
 #[test]
+fn reopening_a_clean_log_syncs_no_file_but_a_recovered_tail_is_synced() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(0);
+    let options = LogOptions {
+        durability: Durability::Always,
+        ..LogOptions::default()
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 10, 2);
+    drop(log);
+    // The head vouches for every byte: nothing to adopt, nothing to sync.
+    let before = storage.stats().file_syncs.load(Relaxed);
+    let log = open_sim(&storage, &clock, &options);
+    assert_eq!(storage.stats().file_syncs.load(Relaxed), before);
+    assert_eq!(log.next_offset(), 10);
+    drop(log);
+    // A torn tail past the head: cut, and what survives is synced before the head says so.
+    let file = segment_file(&sim_dir(), 0);
+    let mut bytes = storage.contents(&file).unwrap();
+    bytes.extend_from_slice(&[7; 100]);
+    storage.put_file(&file, &bytes);
+    let before = storage.stats().file_syncs.load(Relaxed);
+    let log = open_sim(&storage, &clock, &options);
+    assert!(storage.stats().file_syncs.load(Relaxed) > before);
+    assert!(log.recovery_report().truncated_bytes == 100);
+    assert_holds(&log, 0, 10);
+}
+
+#[test]
 fn reopening_a_clean_log_does_not_fsync_its_directory_but_an_unpublished_roll_does() {
     let storage = SimStorage::new();
     let clock = ManualClock::new(0);
