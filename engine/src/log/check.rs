@@ -52,14 +52,6 @@ pub struct CheckReport {
     pub records: u64,
 }
 
-fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
-    let (file, len) = segment::open_sized(storage, path, OpenMode::Read)?;
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes)
-}
-
 /// Checks the log in `dir`, reading every byte of it. Changes nothing.
 pub fn check(storage: &dyn Storage, dir: &Path, report: &mut CheckReport) -> Result<()> {
     let listing = segment::list(storage, dir)?;
@@ -99,7 +91,7 @@ pub fn check(storage: &dyn Storage, dir: &Path, report: &mut CheckReport) -> Res
         let next_base = listing.segments.get(i + 1).copied();
         let active = next_base.is_none();
         let path = segment::segment_path(dir, base);
-        let bytes = read_file(storage, &path)?;
+        let bytes = segment::read_file(storage, &path)?;
         report.files += 1;
         if let Err(e) = FileHeader::decode(FileKind::Segment, &bytes)
             .map_err(|e| segment::header_error(&path, e))
@@ -167,7 +159,7 @@ pub fn check(storage: &dyn Storage, dir: &Path, report: &mut CheckReport) -> Res
     let seal = dir.join(segment::SEALED_FILE);
     if storage.exists(&seal) {
         report.files += 1;
-        let text = read_file(storage, &seal)?;
+        let text = segment::read_file(storage, &seal)?;
         let sealed_at = std::str::from_utf8(&text)
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok());
@@ -206,7 +198,7 @@ fn check_index(
         // Rebuilt at the next open; not damage.
         return Ok(());
     }
-    let bytes = read_file(storage, &path)?;
+    let bytes = segment::read_file(storage, &path)?;
     report.files += 1;
     match FileHeader::decode(FileKind::Index, &bytes) {
         Err(e) => {

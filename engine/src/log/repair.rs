@@ -240,14 +240,7 @@ fn salvage(
     quarantine: &Quarantine<'_>,
 ) -> Result<Salvaged> {
     let path = segment::segment_path(dir, base);
-    let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
-    let mut old = vec![
-        0u8;
-        usize::try_from(len)
-            .map_err(|_| Error::InvalidArgument("segment too large".into()))?
-    ];
-    file.read_exact_at(&mut old, 0)
-        .map_err(|e| Error::io("read", &path, e))?;
+    let old = segment::read_file(storage, &path)?;
     let header = FileHeader::decode(FileKind::Segment, &old)
         .ok()
         .filter(|h| h.base_offset == base);
@@ -397,15 +390,9 @@ fn rebuild_index(inner: &Inner, base: u64) -> Result<Repair> {
     let storage = &*inner.storage;
     let path = segment::segment_path(&inner.dir, base);
     let index_path = segment::index_path(&inner.dir, base);
-    let (file, len) = segment::open_sized(storage, &path, OpenMode::Read)?;
-    let header = segment::read_header(&*file, &path, FileKind::Segment, base)?;
-    let mut bytes = vec![
-        0u8;
-        usize::try_from(len)
-            .map_err(|_| Error::InvalidArgument("segment too large".into()))?
-    ];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", &path, e))?;
+    let bytes = segment::read_file(storage, &path)?;
+    let header = FileHeader::decode(FileKind::Segment, &bytes)
+        .map_err(|e| segment::header_error(&path, e))?;
     let (entries, _) = index_entries_for(&bytes, base, inner.options.index_interval_bytes);
     let temp = segment::compact_path(&index_path);
     write_index(storage, &temp, &header, &entries)?;

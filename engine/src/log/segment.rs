@@ -183,6 +183,17 @@ pub fn open_sized(
     Ok((file, len))
 }
 
+/// Reads a whole file (a segment, an index, a seal) into memory.
+pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
+    let (file, len) = open_sized(storage, path, OpenMode::Read)?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::InvalidArgument(format!("{} is too large to read", path.display())))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(bytes)
+}
+
 /// Creates (or resets) a file holding just a header, and fsyncs it. The caller fsyncs the
 /// directory.
 pub fn create_with_header(

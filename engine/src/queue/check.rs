@@ -145,14 +145,6 @@ fn read_head(storage: &dyn Storage, log_dir: &Path) -> Option<Head> {
     Head::decode(&buf).ok()
 }
 
-fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
-    let (file, len) = segment::open_sized(storage, path, OpenMode::Read)?;
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes)
-}
-
 /// Decodes every record of the log in `log_dir` whose frame is intact, up to the committed
 /// end, with `decode`; a record of another kind or that does not decode is a problem at its
 /// position. Damaged frames and files are left to the log check, which reports them.
@@ -167,7 +159,7 @@ fn check_records(
     let listing = segment::list(storage, log_dir)?;
     for &base in &listing.segments {
         let path = segment::segment_path(log_dir, base);
-        let bytes = match read_file(storage, &path) {
+        let bytes = match segment::read_file(storage, &path) {
             Ok(bytes) => bytes,
             // Removed by retention or replaced by compaction since the listing.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
