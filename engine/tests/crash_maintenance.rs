@@ -347,17 +347,8 @@ fn main() {
         }
         return;
     }
-    let scenarios: [(&str, fn()); 2] = [("compact", compact), ("retention", retention)];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut passed = 0;
-    for (name, scenario) in scenarios {
-        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
-            scenario();
-            passed += 1;
-        }
-    }
-    println!("crash_maintenance: {passed} passed, 0 failed");
+    crash_support::run_scenarios(
+        "crash_maintenance",
+        &[("compact", compact), ("retention", retention)],
+    );
 }

@@ -407,22 +407,13 @@ fn main() {
         }
         return;
     }
-    let scenarios: [(&str, fn()); 4] = [
-        ("standard", standard),
-        ("fifo", fifo),
-        ("crash-standard", || crash(false)),
-        ("crash-fifo", || crash(true)),
-    ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut passed = 0;
-    for (name, scenario) in scenarios {
-        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
-            scenario();
-            passed += 1;
-        }
-    }
-    println!("queue_multiprocess: {passed} passed, 0 failed");
+    crash_support::run_scenarios(
+        "queue_multiprocess",
+        &[
+            ("standard", standard),
+            ("fifo", fifo),
+            ("crash-standard", || crash(false)),
+            ("crash-fifo", || crash(true)),
+        ],
+    );
 }

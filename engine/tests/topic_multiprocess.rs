@@ -193,14 +193,5 @@ fn main() {
         }
         return;
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut passed = 0;
-    if filter.is_empty() || filter.iter().any(|f| "crash".contains(f.as_str())) {
-        crash();
-        passed += 1;
-    }
-    println!("topic_multiprocess: {passed} passed, 0 failed");
+    crash_support::run_scenarios("topic_multiprocess", &[("crash", crash)]);
 }

@@ -432,3 +432,20 @@ pub fn check_clean(root: &Path, context: &str) {
         report.problems
     );
 }
+
+/// Runs the scenarios a test binary's `main` names (those whose name contains a filter given
+/// on the command line, or all), then prints the summary line cargo's output shows.
+pub fn run_scenarios(binary: &str, scenarios: &[(&str, fn())]) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut passed = 0;
+    for (name, scenario) in scenarios {
+        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
+            scenario();
+            passed += 1;
+        }
+    }
+    println!("{binary}: {passed} passed, 0 failed");
+}
