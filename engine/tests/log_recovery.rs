@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use shoal_engine::clock::{ManualClock, SystemClock};
+use shoal_engine::clock::{Clock, ManualClock, SystemClock};
+use shoal_engine::codec::file_header::{FileHeader, FileKind};
 use shoal_engine::log::{
     CheckReport, Durability, Entry, Log, LogOptions, LogReader, ReadLimit, check,
 };
@@ -239,8 +240,34 @@ fn an_interrupted_roll_or_creation_recovers() {
     let active = *segments.last().unwrap();
     drop(log);
     // A crash while creating the next segment: the file exists but is shorter than a header,
-    // and the head still names the previous segment.
+    // and the head still names the previous segment. That is no damage, for `check` either.
     let next = segment_file(&sim_dir(), 100);
+    let next_index = sim_dir().join(format!("{:020}.index", 100));
+    let check_clean = || {
+        let mut report = CheckReport::default();
+        check(&storage, &sim_dir(), &mut report).unwrap();
+        assert_eq!(report.problems, vec![]);
+    };
+    storage.put_file(&next, &[]);
+    check_clean();
+    storage.put_file(&next, &[0u8; 10]);
+    check_clean();
+    // Or after writing the segment's header, while creating its index.
+    let header = FileHeader {
+        kind: FileKind::Segment,
+        base_offset: 100,
+        base_timestamp_ms: clock.now_ms(),
+    };
+    storage.put_file(&next, &header.encode());
+    storage.put_file(&next_index, &[0u8; 7]);
+    check_clean();
+    // Past its header, the same damage is damage.
+    storage.put_file(&next_index, &[0u8; 65]);
+    let mut report = CheckReport::default();
+    check(&storage, &sim_dir(), &mut report).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, next_index);
+    storage.put_file(&next_index, &[]);
     storage.put_file(&next, &[0u8; 10]);
     let log = open_sim(&storage, &clock, &options);
     assert_holds(&log, 0, 100);
