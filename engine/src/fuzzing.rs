@@ -675,24 +675,14 @@ pub fn recovery(input: RecoveryInput) {
     // An undamaged head that says its active segment is synced up to its committed length
     // vouches for every record before its next offset: damage there must be reported, never
     // cut off (DESIGN, on-disk rule 6).
-    // (Where the head's active segment is missing, the head is a hint only for that segment:
-    // `log_faults` opens such a log from the segments that exist. The segment before it was
-    // sealed, so the head still vouches for everything before its active base.)
+    // (That holds where the head's active segment is missing too: the open refuses when the
+    // head says records were committed there.)
     let vouched = storage
         .contents(&head_path)
         .ok()
         .and_then(|bytes| Head::decode(&bytes).ok())
         .filter(|h| !head_damaged && h.synced_len == h.committed_len)
-        .map_or(0, |h| {
-            if storage
-                .contents(&segment::segment_path(&dir(), h.active_base))
-                .is_ok()
-            {
-                h.next_offset
-            } else {
-                h.active_base
-            }
-        });
+        .map_or(0, |h| h.next_offset);
 
     let log = match open_log(&storage, &clock, &options) {
         Ok(log) => log,

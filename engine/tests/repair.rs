@@ -17,7 +17,7 @@ use shoal_engine::codec::file_header::FILE_HEADER_LEN;
 use shoal_engine::codec::record::{self, Decoded};
 use shoal_engine::log::{self, Durability, Quarantine, RepairAction};
 use shoal_engine::queue::{QueueAttributes, Receive, SendMessage};
-use shoal_engine::storage::SimStorage;
+use shoal_engine::storage::{CrashPlan, SimStorage, Storage};
 use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
 
 /// (file position, offset) of every frame of a segment file.
@@ -320,4 +320,53 @@ fn a_log_too_damaged_to_open_is_mended_without_opening_it() {
     );
     assert!(check_clean(&sim, &sim_dir()).is_empty());
     assert!(log.repair(&quarantine).unwrap().is_empty());
+}
+
+/// A head naming an active segment that is gone, after records were committed to it: opening
+/// refuses (no crash loses a segment's name, so this is damage), check reports it, and repair
+/// starts a new segment after the lost offsets, reporting exactly them.
+#[test]
+fn a_missing_active_segment_is_reported_and_its_offsets_never_reused() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = small_options(Durability::Always);
+    let log = common::open_sim(&sim, &clock, &options);
+    append_records(&log, 40, 4);
+    let segments = log.segments().unwrap();
+    let active = *segments.last().unwrap();
+    let next = log.next_offset();
+    assert!(segments.len() >= 2 && active < next);
+    drop(log);
+    let missing = segment_file(&sim_dir(), active);
+    sim.remove_file(&missing).unwrap();
+
+    let err = common::try_open_sim(&sim, &clock, &options).unwrap_err();
+    match &err {
+        shoal_engine::Error::Corruption { file, .. } => assert_eq!(file, &missing),
+        other => panic!("expected corruption naming the missing segment, got {other}"),
+    }
+    assert!(
+        check_clean(&sim, &sim_dir())
+            .iter()
+            .any(|p| p.kind.contains("the head names segment")),
+        "check reports it"
+    );
+
+    let quarantine = Quarantine::new(&sim, Path::new("/data"), Path::new("/data/lost+found/1"));
+    let repairs = log::repair_unopenable(&sim, &*clock, &sim_dir(), &options, &quarantine).unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:#?}");
+    assert_eq!(repairs[0].action, RepairAction::SegmentMissing);
+    assert_eq!(repairs[0].file, missing);
+    assert_eq!(repairs[0].lost, Some(active..next));
+    let log = common::open_sim(&sim, &clock, &options);
+    assert_eq!(offsets(&log), (0..active).collect::<Vec<_>>());
+    let appended = log.append(&[log::Entry::new(b"after")]).unwrap();
+    assert_eq!(
+        appended.first_offset, next,
+        "lost offsets are not given out again"
+    );
+    assert!(check_clean(&sim, &sim_dir()).is_empty());
+    drop(log);
+    let log = common::open_sim(&sim.crash(CrashPlan::PowerLoss), &clock, &options);
+    assert_eq!(log.next_offset(), next + 1);
 }

@@ -72,6 +72,28 @@ pub(super) fn open_for_write(
     // First: a head of a newer format refuses the open before anything is changed.
     let head = read_head(storage, dir)?;
     let mut listing = segment::list(storage, dir)?;
+    // A head naming a newer segment than exists: a roll fsyncs the directory before the head
+    // names its segment, so no crash or power loss loses that name; the file was removed. If
+    // the head says records were committed to it, they are gone: damage to report, never to
+    // paper over by appending their offsets again. An empty one is only a name: the segment
+    // before it (sealed, so fsynced whole up to that name's base) becomes the active one again.
+    if let Some(h) = head
+        && listing
+            .segments
+            .last()
+            .is_none_or(|&last| h.active_base > last)
+        && h.next_offset > h.active_base
+    {
+        return Err(Error::corruption(
+            segment::segment_path(dir, h.active_base),
+            0,
+            CorruptionKind::Inconsistent(format!(
+                "the active segment is missing, and the head says it held offsets {} to {}",
+                h.active_base,
+                h.next_offset - 1
+            )),
+        ));
+    }
     remove_leftovers(storage, dir, &listing, &mut report)?;
     let created = listing.segments.is_empty();
     if created {
@@ -112,9 +134,6 @@ pub(super) fn open_for_write(
             .max(head.map_or(0, |h| h.last_timestamp_ms))
             .max(previous.unwrap_or(0))
     };
-    // A head naming a newer segment than exists outlived it (see `recover_active`): the
-    // segment before it, active again, was sealed and fsynced up to that segment's base.
-    // Records of it gone are damage to report, not a torn tail to cut.
     let missing = head.filter(|h| h.active_base > active_base);
     let writer = recover_active(
         storage,
@@ -271,11 +290,9 @@ fn recover_active(
 
     // What the head says was synced in this segment. A head naming an older segment means the
     // crash came right after a roll, before the head moved: nothing here is known synced yet.
-    // A head naming a newer segment than exists outlived it: the head is never fsynced, so
-    // after a power loss it can name a segment whose directory entry did not survive (nothing
-    // acknowledged was in it: a segment's name is made durable before anything is appended to
-    // it). This segment was sealed, hence fsynced, before that one was created; it becomes
-    // the active one again.
+    // A head naming a newer, empty segment that no longer exists (see `open_for_write`): this
+    // segment was sealed, hence fsynced, before that one was created; it becomes the active
+    // one again.
     let synced_len = match head {
         Some(h) if h.active_base == base => h.synced_len,
         // Sealed and fsynced whole: a bad frame in it is damage, never a tail to cut.

@@ -147,6 +147,8 @@ pub enum RepairAction {
     MovedAside,
     /// A queue's state reset to what its journal still holds.
     StateReset,
+    /// A log whose active segment was gone continues in a new one after its lost offsets.
+    SegmentMissing,
 }
 
 impl RepairAction {
@@ -157,6 +159,7 @@ impl RepairAction {
             RepairAction::SegmentSalvaged => "segment-salvaged",
             RepairAction::MovedAside => "moved-aside",
             RepairAction::StateReset => "state-reset",
+            RepairAction::SegmentMissing => "segment-missing",
         }
     }
 }
@@ -327,6 +330,18 @@ pub fn repair_unopenable(
         .map_err(|e| Error::io("lock", &lock_path, e))?;
     let head = read_head(storage, dir)?;
     let bases = segment::list(storage, dir)?.segments;
+    if let Some(h) = head
+        && bases.last().is_none_or(|&last| h.active_base > last)
+        && h.next_offset > h.active_base
+    {
+        // With no segment left at all, everything from the start is gone.
+        let lost_from = if bases.is_empty() {
+            h.start_offset
+        } else {
+            h.active_base
+        };
+        return continue_past_missing(storage, clock, dir, h, lost_from);
+    }
     let Some(&active) = bases.last() else {
         return Ok(Vec::new());
     };
@@ -363,26 +378,71 @@ pub fn repair_unopenable(
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync", dir, e))?;
-    let head_path = dir.join(segment::HEAD_FILE);
-    let new_head = Head {
-        active_base,
-        committed_len: committed,
-        synced_len: committed,
-        next_offset: next,
-        last_timestamp_ms: last_ms,
-        start_offset: head.map_or(bases[0], |h| h.start_offset),
-    };
-    let head_file = storage
-        .open(&head_path, OpenMode::CreateOrOpen)
-        .map_err(|e| Error::io("open", &head_path, e))?;
-    head_file
-        .write_all_at(&new_head.encode(), 0)
-        .map_err(|e| Error::io("write", &head_path, e))?;
-    head_file
-        .sync_data()
-        .map_err(|e| Error::io("fsync", &head_path, e))?;
+    write_head(
+        storage,
+        dir,
+        &Head {
+            active_base,
+            committed_len: committed,
+            synced_len: committed,
+            next_offset: next,
+            last_timestamp_ms: last_ms,
+            start_offset: head.map_or(bases[0], |h| h.start_offset),
+        },
+    )?;
     let lost = salvaged.lost_from..next;
     Ok(vec![salvage_repair(path, salvaged, lost)])
+}
+
+/// The head's active segment is gone with the records it committed (offsets `lost_from` up
+/// to the head's next offset): a new empty segment starts at the head's next offset, so none
+/// of them is given out again.
+fn continue_past_missing(
+    storage: &dyn Storage,
+    clock: &dyn Clock,
+    dir: &Path,
+    head: Head,
+    lost_from: u64,
+) -> Result<Vec<Repair>> {
+    let next = head.next_offset;
+    let now = clock.now_ms().max(head.last_timestamp_ms);
+    create_segment_files(storage, dir, next, now)?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync", dir, e))?;
+    let committed = FILE_HEADER_LEN as u64;
+    write_head(
+        storage,
+        dir,
+        &Head {
+            active_base: next,
+            committed_len: committed,
+            synced_len: committed,
+            ..head
+        },
+    )?;
+    Ok(vec![Repair {
+        file: segment::segment_path(dir, head.active_base),
+        action: RepairAction::SegmentMissing,
+        original: None,
+        lost: Some(lost_from..next),
+        detail: format!(
+            "the active segment was gone: offsets {lost_from} to {} are lost; the log continues \
+             at {next}",
+            next - 1
+        ),
+    }])
+}
+
+/// Writes and fdatasyncs the head (its directory entry is the caller's to make durable).
+fn write_head(storage: &dyn Storage, dir: &Path, head: &Head) -> Result<()> {
+    let path = dir.join(segment::HEAD_FILE);
+    let file = storage
+        .open(&path, OpenMode::CreateOrOpen)
+        .map_err(|e| Error::io("open", &path, e))?;
+    file.write_all_at(&head.encode(), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", &path, e))
 }
 
 /// Rebuilds the index of the intact sealed segment `base`, writing it aside and renaming it in.
