@@ -40,9 +40,11 @@ use crate::storage::{CrashPlan, SharedStorage, SimStorage, Storage};
 
 mod datadir;
 mod decoders;
+mod segment_file;
 mod service;
 pub use datadir::{BuildOp, DataDirInput, DirDamage, datadir_recovery, datadir_recovery_bytes};
 pub use decoders::{consumer_checkpoint, queue_journal, queue_snapshot};
+pub use segment_file::{SegmentFrame, SegmentInput, segment, segment_bytes};
 pub use service::{From, SendSpec, ServiceInput, SvcOp, service_model, service_model_bytes};
 
 // ------------------------------------------------------------------------------------------

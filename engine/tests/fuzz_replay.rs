@@ -80,6 +80,11 @@ fn metadata() {
 }
 
 #[test]
+fn segment() {
+    replay("segment", fuzzing::segment_bytes);
+}
+
+#[test]
 fn recovery() {
     replay("recovery", fuzzing::recovery_bytes);
 }
