@@ -77,13 +77,7 @@ pub(super) fn open_for_write(
     // the head says records were committed to it, they are gone: damage to report, never to
     // paper over by appending their offsets again. An empty one is only a name: the segment
     // before it (sealed, so fsynced whole up to that name's base) becomes the active one again.
-    if let Some(h) = head
-        && listing
-            .segments
-            .last()
-            .is_none_or(|&last| h.active_base > last)
-        && h.next_offset > h.active_base
-    {
+    if let Some(h) = missing_active_with_records(head, &listing.segments) {
         return Err(Error::corruption(
             segment::segment_path(dir, h.active_base),
             0,
@@ -163,6 +157,14 @@ pub(super) fn open_for_write(
         start_offset,
         report,
         head_named_active: head.is_some_and(|h| h.active_base == active_base),
+    })
+}
+
+/// The head, when the active segment it names no longer exists although the head says
+/// records were committed to it (see `open_for_write`).
+pub(super) fn missing_active_with_records(head: Option<Head>, segments: &[u64]) -> Option<Head> {
+    head.filter(|h| {
+        segments.last().is_none_or(|&last| h.active_base > last) && h.next_offset > h.active_base
     })
 }
 

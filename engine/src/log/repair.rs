@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use super::compaction::{push_record, replace_segment};
 use super::recovery::{
-    create_segment_files, index_entries_for, last_timestamp, read_head, write_index,
+    create_segment_files, index_entries_for, last_timestamp, missing_active_with_records,
+    read_head, write_index,
 };
 use super::scan::FrameScan;
 use super::{Inner, Log, LogOptions, LogReader, check, guard, segment};
@@ -330,10 +331,7 @@ pub fn repair_unopenable(
         .map_err(|e| Error::io("lock", &lock_path, e))?;
     let head = read_head(storage, dir)?;
     let bases = segment::list(storage, dir)?.segments;
-    if let Some(h) = head
-        && bases.last().is_none_or(|&last| h.active_base > last)
-        && h.next_offset > h.active_base
-    {
+    if let Some(h) = missing_active_with_records(head, &bases) {
         // With no segment left at all, everything from the start is gone.
         let lost_from = if bases.is_empty() {
             h.start_offset
