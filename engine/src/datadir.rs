@@ -42,7 +42,7 @@ pub(crate) struct DirInner {
     pub(crate) storage: SharedStorage,
     pub(crate) clock: SharedClock,
     pub(crate) options: DirOptions,
-    /// With [`DirOptions::exclusive`]: the queues this process has open, one handle each.
+    /// The queues this process has open, one handle each (see [`DataDir::queue`]).
     pub(crate) open_queues:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::queue::Queue>>>,
 }
@@ -57,7 +57,8 @@ pub struct DirOptions {
     /// This process is the only one using the directory's queues (a server that owns the
     /// directory): each queue's logs stay locked while it is open, so operations skip the
     /// per-operation cross-process lock and catch-up, and another process that opens the
-    /// queue gets [`crate::Error::Locked`]. One handle per queue is shared by all callers.
+    /// queue gets [`crate::Error::Locked`]. (In either mode one handle per queue is shared
+    /// by all callers in the process.)
     pub exclusive: bool,
 }
 

@@ -725,6 +725,43 @@ fn deliveries_carry_their_origin_so_a_resumed_fan_out_skips_what_arrived() {
     );
 }
 
+/// Without `exclusive`, threads of a process share one handle per queue too (so they share
+/// its fsyncs), but only while it is the queue on disk and its logs take writes.
+#[test]
+fn a_shared_directory_hands_out_one_handle_while_it_is_current() {
+    let Env { sim, clock, data } = env();
+    data.create_queue("work", &QueueAttributes::defaults(false))
+        .unwrap();
+    let work = data.queue("work").unwrap();
+    assert!(Arc::ptr_eq(&work, &data.queue("work").unwrap()));
+    // Another process (another DataDir on the same files) deletes it and makes it again:
+    // this process's next call opens the new queue, not the old handle.
+    let other = {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        DataDir::open_with("/data", storage, clock.clone()).unwrap()
+    };
+    other.delete_queue("work").unwrap();
+    clock.advance(1);
+    other
+        .create_queue("work", &QueueAttributes::defaults(false))
+        .unwrap();
+    send_all(&other.queue("work").unwrap(), &["new"]);
+    let fresh = data.queue("work").unwrap();
+    assert!(!Arc::ptr_eq(&work, &fresh));
+    assert_eq!(bodies(&receive(&fresh, 10)), ["new"]);
+    // A handle whose log failed an fsync is not handed out again: the next call reopens.
+    sim.fail_sync_after(0);
+    assert!(fresh.send(&SendMessage::new("lost".to_string())).is_err());
+    sim.clear_faults();
+    let reopened = data.queue("work").unwrap();
+    assert!(!Arc::ptr_eq(&fresh, &reopened));
+    send_all(&reopened, &["after"]);
+    // Deleted through this directory: gone, and not served from the cache.
+    drop((work, fresh, reopened));
+    data.delete_queue("work").unwrap();
+    assert!(matches!(data.queue("work"), Err(Error::NotFound { .. })));
+}
+
 #[test]
 fn an_exclusive_directory_shares_one_handle_per_queue_and_locks_out_others() {
     let sim = SimStorage::new();

@@ -516,6 +516,11 @@ impl Log {
         Ok(())
     }
 
+    /// True after an I/O failure: the log refuses appends until it is opened again.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poison.get().is_some()
+    }
+
     /// True once the log is sealed (as of this handle's last look).
     pub fn is_sealed(&self) -> bool {
         self.inner.sealed.load(Ordering::SeqCst)

@@ -304,20 +304,41 @@ pub(super) fn is_queue_origin(origin: &Origin) -> bool {
 
 /// Opening queues.
 impl DataDir {
-    /// Opens a queue for sending, receiving and the rest. With [`crate::DirOptions::exclusive`]
-    /// every call for one queue returns the same handle while one is alive.
+    /// Opens a queue for sending, receiving and the rest. Calls for one queue return the same
+    /// handle while one is alive, so that every thread of the process shares its logs' fsyncs
+    /// (group commit) and one in-process lock instead of queueing on the cross-process one.
+    /// Without [`crate::DirOptions::exclusive`] the handle is shared only while it is still
+    /// the queue on disk (not deleted and made again by another process) and usable (its
+    /// logs not failed or damaged); otherwise a fresh one is opened.
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
         open_queue(self.inner(), name)
     }
 }
 
 pub(super) fn open_queue(dir: &Arc<DirInner>, name: &str) -> Result<Arc<Queue>> {
-    if !dir.options.exclusive {
-        return Queue::open(dir, name).map(Arc::new);
-    }
+    let cached = |open: &HashMap<String, std::sync::Weak<Queue>>| -> Result<Option<Arc<Queue>>> {
+        match open.get(name).and_then(std::sync::Weak::upgrade) {
+            Some(queue) if dir.options.exclusive || queue.still_current()? => Ok(Some(queue)),
+            _ => Ok(None),
+        }
+    };
     let mut open = lock(&dir.open_queues);
-    if let Some(queue) = open.get(name).and_then(std::sync::Weak::upgrade) {
+    if let Some(queue) = cached(&open)? {
         return Ok(queue);
+    }
+    if !dir.options.exclusive {
+        // Opening waits for the logs' cross-process locks, which a thread of this process
+        // may hold while it needs this map (a receive moving a message to its dead-letter
+        // queue): open without holding it, and keep whichever handle got in first.
+        drop(open);
+        let fresh = Arc::new(Queue::open(dir, name)?);
+        open = lock(&dir.open_queues);
+        if let Some(queue) = cached(&open)? {
+            return Ok(queue);
+        }
+        open.retain(|_, q| q.strong_count() > 0);
+        open.insert(name.to_string(), Arc::downgrade(&fresh));
+        return Ok(fresh);
     }
     let queue = Arc::new(Queue::open(dir, name)?);
     open.retain(|_, q| q.strong_count() > 0);
@@ -386,6 +407,19 @@ impl Queue {
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
         })
+    }
+
+    /// True while this handle is the queue on disk and its logs take writes: the queue was not
+    /// deleted and made again since it was opened, and no I/O failure or damage stopped them.
+    fn still_current(&self) -> Result<bool> {
+        let Some(meta) = load(&self.dir, &self.name)? else {
+            return Err(not_found(&self.name));
+        };
+        let failed = |log: Option<&Log>| log.is_some_and(Log::is_poisoned);
+        Ok(meta.created_ms == self.incarnation
+            && !self.messages_damaged()
+            && !failed(self.message_log().ok())
+            && !failed(self.journal.get()))
     }
 
     /// The message log, to append to (or compact); fails with the damage when the log's
