@@ -40,7 +40,7 @@ pub struct SegmentFrame {
     pub data: Vec<u8>,
 }
 
-/// Input of the [`segment`] target.
+/// Input of the [`segment()`] target.
 #[derive(Debug, Clone, Arbitrary)]
 pub struct SegmentInput {
     /// The segment's base offset.
@@ -136,7 +136,7 @@ fn expected(bytes: &[u8], base: u64) -> (Vec<Kept>, usize) {
     (kept, batch_end.1)
 }
 
-/// The [`segment`] target (see the module docs).
+/// The [`segment()`] target (see the module docs).
 pub fn segment(input: SegmentInput) {
     let base = u64::from(input.base);
     let bytes = build(&input, base);
@@ -224,7 +224,7 @@ pub fn segment(input: SegmentInput) {
     assert_eq!((r.offset, r.payload), (next, &b"after recovery"[..]));
 }
 
-/// [`segment`] on raw bytes.
+/// [`segment()`] on raw bytes.
 pub fn segment_bytes(data: &[u8]) {
     if let Some(input) = super::decode_input(data) {
         segment(input);
