@@ -25,6 +25,8 @@
     reason = "test code: a panic is the failure report, and test bytes wrap on purpose"
 )]
 
+mod crash_support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -720,16 +722,5 @@ fn main() {
         ("crash", crash_rounds),
         ("sigbus", reader_survives_maintenance),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut passed = 0;
-    for (name, scenario) in scenarios {
-        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
-            scenario();
-            passed += 1;
-        }
-    }
-    println!("multiprocess: {passed} passed, 0 failed");
+    crash_support::run_scenarios("multiprocess", &scenarios);
 }
