@@ -306,7 +306,7 @@ impl Want {
 }
 
 /// A record as read, owned.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Got {
     offset: u64,
     timestamp_ms: u64,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 
-use super::{START_MS, dir};
+use super::{Got, START_MS, dir};
 use crate::clock::ManualClock;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::codec::record::{self, Decoded, FLAG_END_OF_BATCH, FrameFields};
@@ -53,16 +53,6 @@ pub struct SegmentInput {
     pub flips: Vec<(u16, u8)>,
     /// Bytes cut off the end (modulo the file's length + 1).
     pub cut: Option<u16>,
-}
-
-/// A frame the expectation kept.
-#[derive(Debug, PartialEq, Eq)]
-struct Kept {
-    offset: u64,
-    timestamp_ms: u64,
-    kind: u8,
-    header: Vec<u8>,
-    payload: Vec<u8>,
 }
 
 /// The segment file the input describes.
@@ -112,14 +102,14 @@ fn build(input: &SegmentInput, base: u64) -> Vec<u8> {
 
 /// What recovery must keep of `bytes`: the records of whole batches with consecutive offsets
 /// from `base`, and the file length after the last of them.
-fn expected(bytes: &[u8], base: u64) -> (Vec<Kept>, usize) {
+fn expected(bytes: &[u8], base: u64) -> (Vec<Got>, usize) {
     let (mut kept, mut position, mut next) = (Vec::new(), FILE_HEADER_LEN, base);
     let mut batch_end = (0, FILE_HEADER_LEN);
     while let Some(Decoded::Frame(f)) = bytes.get(position..).map(record::decode) {
         if f.offset != next {
             break;
         }
-        kept.push(Kept {
+        kept.push(Got {
             offset: f.offset,
             timestamp_ms: f.timestamp_ms,
             kind: f.kind,
@@ -198,7 +188,7 @@ pub fn segment(input: SegmentInput) {
             break;
         }
         for r in batch.iter() {
-            got.push(Kept {
+            got.push(Got {
                 offset: r.offset,
                 timestamp_ms: r.timestamp_ms,
                 kind: r.kind,
