@@ -45,6 +45,11 @@ impl Queue {
         loaded: &mut Loaded,
         attributes: &QueueAttributes,
     ) -> Result<ReclaimReport> {
+        // The state may include events not yet fsynced (this operation's, or those of
+        // operations whose fsync is still to come): make them durable before any message
+        // they delete leaves the disk, or a power loss could forget a delete whose message
+        // is already gone.
+        self.journal()?.sync()?;
         let mut report = ReclaimReport::default();
         let state = &loaded.state;
         let log = self.message_log()?;
