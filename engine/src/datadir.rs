@@ -54,6 +54,10 @@ pub struct DirOptions {
     /// the state journal). Smaller segments let tests and benchmarks see rolls, retention
     /// and compaction without writing gigabytes.
     pub queue_segment_bytes: Option<u64>,
+    /// State changes between a queue's automatic snapshots and between its automatic looks
+    /// for disk space to give back (default: a snapshot every 4,096, a reclaim every 1,024).
+    /// Small values let tests and fuzzers crash a queue in the middle of both.
+    pub queue_maintenance_every: Option<u64>,
     /// This process is the only one using the directory's queues (a server that owns the
     /// directory): each queue's logs stay locked while it is open, so operations skip the
     /// per-operation cross-process lock and catch-up, and another process that opens the

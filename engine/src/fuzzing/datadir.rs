@@ -418,6 +418,7 @@ pub fn datadir_recovery(input: DataDirInput) {
     let clock = ManualClock::new(START_MS);
     let options = DirOptions {
         queue_segment_bytes: Some(1024),
+        queue_maintenance_every: Some(4),
         exclusive: false,
     };
     let open = |storage: &SimStorage| {

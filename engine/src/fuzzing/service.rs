@@ -152,7 +152,8 @@ pub enum SvcOp {
 pub struct ServiceInput {
     /// Shards of the stream at creation: 1 + this modulo 3.
     pub shards: u8,
-    /// Queue log segments of 1 KiB instead of the default (rolls, reclaiming).
+    /// Queue log segments of 1 KiB, and a snapshot and a reclaim every 4 state changes,
+    /// instead of the defaults (rolls, snapshots, compaction and their crashes).
     pub small_segments: bool,
     /// The FIFO queue's delay: this modulo 3 times 10 s.
     pub fifo_delay: u8,
@@ -1276,6 +1277,15 @@ impl Svc {
                 .map(|m| m.body.as_str())
                 .collect();
             assert!(left.is_empty(), "messages never received: {left:?}");
+            // What the queue counts is what it delivers: nothing is left.
+            let counts = queue
+                .counts()
+                .unwrap_or_else(|e| panic!("counting a drained queue: {e}"));
+            assert_eq!(
+                (counts.visible, counts.in_flight, counts.delayed),
+                (0, 0, 0),
+                "a drained queue still counts messages"
+            );
         }
     }
 
@@ -1416,6 +1426,7 @@ pub fn service_model(input: ServiceInput) {
     let clock = ManualClock::new(START_MS);
     let options = DirOptions {
         queue_segment_bytes: input.small_segments.then_some(1024),
+        queue_maintenance_every: input.small_segments.then_some(4),
         exclusive: false,
     };
     let shared: SharedStorage = Arc::new(storage.clone());

@@ -54,16 +54,18 @@ pub use super::message::MAX_FIFO_ID_LEN;
 
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"SHOALQSN";
 pub(crate) const SNAPSHOT_FILE: &str = "state.snap";
-/// A snapshot is written after this many journal records.
-pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
+/// A snapshot is written after this many journal records (unless
+/// [`crate::DirOptions::queue_maintenance_every`] says otherwise).
+const SNAPSHOT_EVERY: u64 = 4096;
 /// Most message-log records one receive looks at past the cursor (bounds a receive's work,
 /// and a FIFO queue's held-back set, when the front of the queue is all delayed or busy).
 pub(crate) const SCAN_LIMIT: usize = 1024;
 /// Most held-back messages (FIFO messages passed by the scan while their group was busy) a
 /// queue keeps in memory; past it, receives deliver from what is held until groups free up.
 pub(crate) const HELD_LIMIT: usize = 100_000;
-/// Journal records between two looks for disk space to give back.
-pub(crate) const RECLAIM_EVERY: u64 = 1024;
+/// Journal records between two looks for disk space to give back (unless
+/// [`crate::DirOptions::queue_maintenance_every`] says otherwise).
+const RECLAIM_EVERY: u64 = 1024;
 /// Attributes are re-read at most this often by a long-lived handle.
 const ATTRIBUTES_TTL: Duration = Duration::from_secs(1);
 
@@ -785,13 +787,31 @@ impl Queue {
         }
     }
 
+    /// Journal records between two automatic snapshots.
+    pub(super) fn snapshot_every(&self) -> u64 {
+        self.dir
+            .options
+            .queue_maintenance_every
+            .unwrap_or(SNAPSHOT_EVERY)
+            .max(1)
+    }
+
+    /// Journal records between two automatic looks for disk space to give back.
+    pub(super) fn reclaim_every(&self) -> u64 {
+        self.dir
+            .options
+            .queue_maintenance_every
+            .unwrap_or(RECLAIM_EVERY)
+            .max(1)
+    }
+
     pub(super) fn load_state(&self) -> Result<Loaded> {
         let path = self.path.join(SNAPSHOT_FILE);
         let state: State =
             meta::read(&*self.dir.storage, &path, SNAPSHOT_MAGIC)?.unwrap_or_default();
         Ok(Loaded {
             snapshot_at: state.journal_next,
-            snapshot_due: state.journal_next + SNAPSHOT_EVERY,
+            snapshot_due: state.journal_next + self.snapshot_every(),
             reclaimed_at: state.journal_next,
             compacted: HashMap::new(),
             state,

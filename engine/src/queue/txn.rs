@@ -7,9 +7,8 @@ use std::ops::ControlFlow;
 
 use super::attributes::QueueAttributes;
 use super::handle::{
-    HELD_LIMIT, Loaded, MAX_RECEIVE_MESSAGES, Queue, RECLAIM_EVERY, Receive, ReceivedMessage,
-    SCAN_LIMIT, SNAPSHOT_EVERY, SNAPSHOT_FILE, SNAPSHOT_MAGIC, corrupt, is_queue_origin, lock, ms,
-    sequence_number,
+    HELD_LIMIT, Loaded, MAX_RECEIVE_MESSAGES, Queue, Receive, ReceivedMessage, SCAN_LIMIT,
+    SNAPSHOT_FILE, SNAPSHOT_MAGIC, corrupt, is_queue_origin, lock, ms, sequence_number,
 };
 use super::message::{md5_hex, md5_of_message_attributes};
 use super::stored::{Event, KIND_EVENT, Receipt, Scanned, decode_payload};
@@ -97,13 +96,13 @@ impl Txn<'_> {
             Err(Error::InvalidArgument(_)) => {}
             Err(e) => return Err(e),
         }
-        self.loaded.snapshot_due = next + SNAPSHOT_EVERY;
+        self.loaded.snapshot_due = next + self.queue.snapshot_every();
         Ok(())
     }
 
     pub(super) fn maybe_reclaim(&mut self) -> Result<()> {
         // A damaged message log cannot be compacted; receiving goes on without it.
-        if self.loaded.state.journal_next < self.loaded.reclaimed_at + RECLAIM_EVERY
+        if self.loaded.state.journal_next < self.loaded.reclaimed_at + self.queue.reclaim_every()
             || self.queue.messages_damaged()
         {
             return Ok(());
