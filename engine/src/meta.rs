@@ -69,17 +69,8 @@ pub fn decode<T: DeserializeOwned>(magic: [u8; 8], bytes: &[u8], file: &Path) ->
     if header[..8] != magic {
         return Err(Error::corruption(file, 0, CorruptionKind::BadMagic));
     }
-    let version = LittleEndian::read_u16(&header[8..10]);
-    if version > FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            file: file.to_path_buf(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if version == 0 {
-        return Err(bad("version 0"));
-    }
+    // The checksum before the version: every format version keeps this frame, so a damaged
+    // version field reads as damage and an intact newer file as newer.
     let len = LittleEndian::read_u32(&header[12..16]) as usize;
     if len > MAX_META_LEN {
         return Err(bad("payload length over the limit"));
@@ -93,6 +84,17 @@ pub fn decode<T: DeserializeOwned>(magic: [u8; 8], bytes: &[u8], file: &Path) ->
             16,
             CorruptionKind::Metadata("checksum mismatch".into()),
         ));
+    }
+    let version = LittleEndian::read_u16(&header[8..10]);
+    if version > FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: file.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(bad("version 0"));
     }
     let (value, used) = bincode::serde::decode_from_slice(payload, config())
         .map_err(|e| bad(&format!("payload does not decode: {e}")))?;
@@ -209,6 +211,14 @@ mod tests {
     fn newer_version_is_refused_as_such() {
         let mut bytes = encode(MAGIC, &sample()).unwrap();
         bytes[8] = 9;
+        assert!(
+            decode::<Sample>(MAGIC, &bytes, Path::new("/m"))
+                .unwrap_err()
+                .is_corruption(),
+            "a changed version without its checksum redone is damage"
+        );
+        let sum = crc::masked2(&bytes[..16], &bytes[META_HEADER_LEN..]);
+        LittleEndian::write_u32(&mut bytes[16..20], sum);
         assert!(matches!(
             decode::<Sample>(MAGIC, &bytes, Path::new("/m")),
             Err(Error::UnsupportedVersion { found: 9, .. })

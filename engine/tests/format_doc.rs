@@ -665,32 +665,69 @@ fn inconsistent_heads_do_not_decode() {
     }
 }
 
+/// Sets the version field of an encoded file header or head (checksum of the bytes before
+/// it, at `crc_at`) or metadata frame (`crc_at` 16: bytes 0..16 and the payload), then its
+/// checksum as a newer shoal writing it would: every version keeps that frame in place.
+fn with_version(bytes: &mut [u8], version: u16, crc_at: usize) {
+    bytes[8..10].copy_from_slice(&version.to_le_bytes());
+    let sum = if crc_at == 16 {
+        crc::masked2(&bytes[..16], &bytes[20..])
+    } else {
+        crc::masked(&bytes[..crc_at])
+    };
+    bytes[crc_at..crc_at + 4].copy_from_slice(&sum.to_le_bytes());
+}
+
 #[test]
-fn a_newer_version_is_refused_as_newer_before_the_checksum_is_looked_at() {
+fn an_intact_newer_version_is_refused_as_newer_and_a_damaged_version_is_damage() {
     let newer = FORMAT_VERSION + 1;
-    // Only the version changes: the checksum no longer matches, yet the answer is "newer".
-    let mut header = FileHeader {
+    let header = FileHeader {
         kind: FileKind::Segment,
         base_offset: 0,
         base_timestamp_ms: 0,
     }
     .encode();
-    header[8..10].copy_from_slice(&newer.to_le_bytes());
+    let h = head::Head::default().encode();
+    let m = meta::encode(*b"SHOALTST", &7u32).unwrap();
+
+    let mut newer_header = header;
+    with_version(&mut newer_header, newer, file_header::HEADER_CRC_OFFSET);
     assert_eq!(
-        FileHeader::decode(FileKind::Segment, &header),
+        FileHeader::decode(FileKind::Segment, &newer_header),
         Err(HeaderError::Version(newer))
     );
-    let mut h = head::Head::default().encode();
-    h[8..10].copy_from_slice(&newer.to_le_bytes());
-    assert_eq!(head::Head::decode(&h), Err(HeaderError::Version(newer)));
-    let mut m = meta::encode(*b"SHOALTST", &7u32).unwrap();
-    m[8..10].copy_from_slice(&newer.to_le_bytes());
-    let err = meta::decode::<u32>(*b"SHOALTST", &m, Path::new("x")).unwrap_err();
+    let mut newer_head = h;
+    with_version(&mut newer_head, newer, head::HEAD_CRC_OFFSET);
+    assert_eq!(
+        head::Head::decode(&newer_head),
+        Err(HeaderError::Version(newer))
+    );
+    let mut newer_meta = m.clone();
+    with_version(&mut newer_meta, newer, 16);
+    let err = meta::decode::<u32>(*b"SHOALTST", &newer_meta, Path::new("x")).unwrap_err();
     assert!(
         matches!(err, Error::UnsupportedVersion { found, .. } if found == newer),
         "{err}"
     );
     assert!(err.to_string().contains("upgrade shoal"), "{err}");
+
+    // The same version with the checksum left as it was: a flipped bit, not a newer shoal.
+    for bit in 0..16 {
+        let flipped = 1u16 << bit;
+        let mut damaged = header;
+        damaged[8..10].copy_from_slice(&(FORMAT_VERSION ^ flipped).to_le_bytes());
+        assert_eq!(
+            FileHeader::decode(FileKind::Segment, &damaged),
+            Err(HeaderError::Checksum)
+        );
+        let mut damaged = h;
+        damaged[8..10].copy_from_slice(&(FORMAT_VERSION ^ flipped).to_le_bytes());
+        assert_eq!(head::Head::decode(&damaged), Err(HeaderError::Checksum));
+        let mut damaged = m.clone();
+        damaged[8..10].copy_from_slice(&(FORMAT_VERSION ^ flipped).to_le_bytes());
+        let err = meta::decode::<u32>(*b"SHOALTST", &damaged, Path::new("x")).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+    }
 }
 
 #[test]

@@ -91,8 +91,10 @@ impl FileHeader {
         buf
     }
 
-    /// Decodes a header of the given kind. Checks magic, then version (so a newer file is
-    /// reported as newer, not as damaged), then the checksum.
+    /// Decodes a header of the given kind. Checks magic, then the checksum (every format
+    /// version keeps the magic, the version and this checksum where they are, so a damaged
+    /// version field reads as damage), then the version (an intact header of a newer format
+    /// is reported as newer, not as damaged).
     pub fn decode(kind: FileKind, buf: &[u8]) -> Result<FileHeader, HeaderError> {
         let Some(buf) = buf.get(..FILE_HEADER_LEN) else {
             return Err(HeaderError::Short(buf.len()));
@@ -100,13 +102,13 @@ impl FileHeader {
         if buf[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC_LEN] != kind.magic() {
             return Err(HeaderError::BadMagic);
         }
-        let version = LittleEndian::read_u16(&buf[VERSION_OFFSET..]);
-        if version == 0 || version > FORMAT_VERSION {
-            return Err(HeaderError::Version(version));
-        }
         let stored = LittleEndian::read_u32(&buf[HEADER_CRC_OFFSET..]);
         if stored != crc::masked(&buf[..HEADER_CRC_OFFSET]) {
             return Err(HeaderError::Checksum);
+        }
+        let version = LittleEndian::read_u16(&buf[VERSION_OFFSET..]);
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
         }
         Ok(FileHeader {
             kind,
@@ -170,6 +172,14 @@ mod tests {
         }
         .encode();
         LittleEndian::write_u16(&mut buf[VERSION_OFFSET..], FORMAT_VERSION + 1);
+        // Without its checksum redone, that is one damaged field...
+        assert_eq!(
+            FileHeader::decode(FileKind::Segment, &buf),
+            Err(HeaderError::Checksum)
+        );
+        // ...with it, an intact header of a newer format.
+        let sum = crc::masked(&buf[..HEADER_CRC_OFFSET]);
+        LittleEndian::write_u32(&mut buf[HEADER_CRC_OFFSET..], sum);
         assert_eq!(
             FileHeader::decode(FileKind::Segment, &buf),
             Err(HeaderError::Version(FORMAT_VERSION + 1))

@@ -80,7 +80,8 @@ impl Head {
         buf
     }
 
-    /// Decodes a head; checks magic, version, checksum, and that synced <= committed.
+    /// Decodes a head; checks magic, checksum, version (see [`super::file_header`] for why in
+    /// that order), and that synced <= committed.
     pub fn decode(buf: &[u8]) -> Result<Head, HeaderError> {
         let Some(buf) = buf.get(..HEAD_LEN) else {
             return Err(HeaderError::Short(buf.len()));
@@ -88,12 +89,12 @@ impl Head {
         if buf[..8] != HEAD_MAGIC {
             return Err(HeaderError::BadMagic);
         }
+        if LittleEndian::read_u32(&buf[HEAD_CRC_OFFSET..]) != crc::masked(&buf[..HEAD_CRC_OFFSET]) {
+            return Err(HeaderError::Checksum);
+        }
         let version = LittleEndian::read_u16(&buf[HEAD_VERSION_OFFSET..]);
         if version == 0 || version > FORMAT_VERSION {
             return Err(HeaderError::Version(version));
-        }
-        if LittleEndian::read_u32(&buf[HEAD_CRC_OFFSET..]) != crc::masked(&buf[..HEAD_CRC_OFFSET]) {
-            return Err(HeaderError::Checksum);
         }
         let head = Head {
             active_base: LittleEndian::read_u64(&buf[ACTIVE_BASE_OFFSET..]),

@@ -7,9 +7,9 @@
 //! keeps exactly the frames with consecutive offsets from the base, up to the last one that
 //! ends a batch (nothing vouches for any of it, so everything past is a tail to cut); the
 //! file is cut there, the reader returns exactly those records, `check` is clean and the log
-//! takes an append. With a damaged header the open fails with a typed error (corruption, or a
-//! newer format version when the version field says so), unless the file is no longer than a
-//! header (an interrupted creation, written again).
+//! takes an append. With a damaged header the open fails with a corruption error (a damaged
+//! version field included), unless the file is no longer than a header (an interrupted
+//! creation, written again).
 
 use std::sync::Arc;
 
@@ -19,7 +19,6 @@ use super::{Got, START_MS, dir};
 use crate::clock::ManualClock;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::codec::record::{self, Decoded, FLAG_END_OF_BATCH, FrameFields};
-use crate::error::Error;
 use crate::log::{CheckReport, Durability, Entry, Log, LogOptions, ReadLimit, check, segment};
 use crate::storage::{SharedStorage, SimStorage};
 
@@ -162,10 +161,10 @@ pub fn segment(input: SegmentInput) {
                     bytes.len() > FILE_HEADER_LEN,
                     "an unfinished header was not written again: {e}"
                 );
-                // A version above this build's is reported as newer, not as damage, before
-                // the checksum is looked at (engine/FORMAT.md, "Versions").
-                let newer = matches!(e, Error::UnsupportedVersion { .. });
-                assert!(e.is_corruption() || newer, "not a typed damage error: {e}");
+                // The header's checksum is looked at before its version, so a damaged
+                // version field is damage too, never "a newer format" (FORMAT.md,
+                // "Versions").
+                assert!(e.is_corruption(), "not a typed damage error: {e}");
             }
         }
         return;

@@ -17,11 +17,11 @@ use super::scan::{FrameScan, Stop};
 use super::segment::{self, Listing};
 use super::{Active, LogOptions, Writer};
 use crate::clock::Clock;
+use crate::codec::FORMAT_VERSION;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
-use crate::codec::head::{HEAD_CRC_OFFSET, HEAD_LEN, Head};
+use crate::codec::head::{HEAD_LEN, Head};
 use crate::codec::index::{self, INDEX_ENTRY_LEN, IndexEntry};
 use crate::codec::record::{self, Decoded};
-use crate::codec::{FORMAT_VERSION, crc};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
@@ -234,10 +234,8 @@ pub(super) fn read_head(storage: &dyn Storage, dir: &Path) -> Result<Option<Head
     }
     match Head::decode(&buf) {
         Ok(head) => Ok(Some(head)),
-        Err(HeaderError::Version(found))
-            if found > FORMAT_VERSION
-                && buf[HEAD_CRC_OFFSET..] == crc::masked(&buf[..HEAD_CRC_OFFSET]).to_le_bytes() =>
-        {
+        // Decoding checks the checksum before the version: this head is intact.
+        Err(HeaderError::Version(found)) if found > FORMAT_VERSION => {
             Err(Error::UnsupportedVersion {
                 file: path,
                 found,
