@@ -194,6 +194,7 @@ fn code_constants() -> BTreeMap<String, String> {
             "codec::head::HEAD_VERSION_OFFSET",
             u(head::HEAD_VERSION_OFFSET),
         ),
+        ("codec::head::BOOT_OFFSET", u(head::BOOT_OFFSET)),
         (
             "codec::head::ACTIVE_BASE_OFFSET",
             u(head::ACTIVE_BASE_OFFSET),
@@ -471,6 +472,7 @@ fn head_table_matches_the_code() {
         &[
             (&format!("magic `{}`", ascii(head::HEAD_MAGIC)), 0, 8),
             ("format version", head::HEAD_VERSION_OFFSET, 2),
+            ("boot", head::BOOT_OFFSET, 6),
             ("active base", head::ACTIVE_BASE_OFFSET, 8),
             ("committed length", head::COMMITTED_LEN_OFFSET, 8),
             ("synced length", head::SYNCED_LEN_OFFSET, 8),
@@ -615,12 +617,13 @@ fn file_header_head_and_index_entry_encode_as_documented() {
         next_offset: 3,
         last_timestamp_ms: 4,
         start_offset: 0,
+        boot: 0x0605_0403_0201,
     }
     .encode();
     assert_eq!(h.len(), 68);
     assert_eq!(&h[0..8], b"SHOALHED");
     assert_eq!(&h[8..10], &1u16.to_le_bytes());
-    assert!(h[10..16].iter().all(|b| *b == 0));
+    assert_eq!(&h[10..16], &[1, 2, 3, 4, 5, 6]);
     for (at, value) in [(16, 1u64), (24, 2), (32, 2), (40, 3), (48, 4), (56, 0)] {
         assert_eq!(le64(&h, at), value, "head field at {at}");
     }
@@ -644,6 +647,7 @@ fn inconsistent_heads_do_not_decode() {
         next_offset: 20,
         last_timestamp_ms: 1,
         start_offset: 5,
+        boot: 7,
     };
     assert_eq!(head::Head::decode(&good.encode()), Ok(good));
     for bad in [

@@ -573,3 +573,52 @@ fn check_reports_an_index_whose_base_offset_is_not_its_name() {
     assert_eq!(report.problems[0].file, index(b));
     assert_eq!(report.problems[0].offset, 0);
 }
+
+/// A power loss may keep a later page of the unsynced tail and lose an earlier one. In the
+/// next boot, recovery does not take an index entry past the synced length as proof of the
+/// bytes before it: it scans from the synced length, finds the hole and cuts the log there,
+/// instead of starting past the hole and keeping records that read back as damage.
+#[test]
+fn after_a_power_loss_a_hole_in_the_unsynced_tail_is_found_and_cut() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        segment_bytes_max: 1 << 20,
+        ..small_options(Durability::Never)
+    };
+    let path = segment_file(&sim_dir(), 0);
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 40, 4);
+    log.sync().unwrap();
+    let synced = storage.contents(&path).unwrap().len();
+    append_records(&log, 60, 4);
+    drop(log);
+    let end = storage.contents(&path).unwrap().len();
+
+    // Every unsynced byte survives but 64 in the middle of the tail, on a later boot.
+    let after = storage.crash(CrashPlan::PowerLossKeeping { bytes: u64::MAX });
+    let mut bytes = after.contents(&path).unwrap();
+    assert_eq!(bytes.len(), end);
+    let hole = synced + (end - synced) / 3;
+    bytes[hole..hole + 64].fill(0);
+    after.put_file(&path, &bytes);
+
+    let log = open_sim(&after, &clock, &options);
+    let next = log.next_offset();
+    assert!((40..100).contains(&next), "kept up to {next}");
+    assert_holds(&log, 0, next);
+    let report = log.recovery_report();
+    assert!(
+        report.scanned_from <= synced as u64,
+        "scan started at {} past the synced length {synced}",
+        report.scanned_from
+    );
+    assert!(
+        after.contents(&path).unwrap().len() <= hole,
+        "cut at the hole"
+    );
+    drop(log);
+    let mut checked = CheckReport::default();
+    check(&after, &sim_dir(), &mut checked).unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+}

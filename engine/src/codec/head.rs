@@ -11,7 +11,7 @@
 //! |--------|----------|----------------------------------------------------------|
 //! | 0..8   | ASCII    | magic `SHOALHED`                                         |
 //! | 8..10  | u16 LE   | format version (1)                                       |
-//! | 10..16 | zero     | reserved                                                 |
+//! | 10..16 | u48 LE   | boot: the machine's boot when written (0: unknown)       |
 //! | 16..24 | u64 LE   | base offset of the active segment                        |
 //! | 24..32 | u64 LE   | committed length of the active segment, bytes            |
 //! | 32..40 | u64 LE   | synced length of the active segment, bytes               |
@@ -31,6 +31,10 @@ pub const HEAD_LEN: usize = 68;
 pub const HEAD_MAGIC: [u8; 8] = *b"SHOALHED";
 /// Where the version starts.
 pub const HEAD_VERSION_OFFSET: usize = 8;
+/// Where the boot id starts (6 bytes).
+pub const BOOT_OFFSET: usize = HEAD_VERSION_OFFSET + 2;
+/// The bits of a boot id the head keeps.
+pub const BOOT_MASK: u64 = (1 << 48) - 1;
 /// Where the active segment's base offset starts.
 pub const ACTIVE_BASE_OFFSET: usize = 16;
 /// Where the committed length starts.
@@ -61,6 +65,9 @@ pub struct Head {
     pub last_timestamp_ms: u64,
     /// First offset still stored.
     pub start_offset: u64,
+    /// The boot of the machine the head was written in ([`crate::storage::Storage::boot_id`],
+    /// 48 bits; 0 unknown). Recovery trusts unsynced bytes only within the same boot.
+    pub boot: u64,
 }
 
 impl Head {
@@ -69,6 +76,7 @@ impl Head {
         let mut buf = [0u8; HEAD_LEN];
         buf[..8].copy_from_slice(&HEAD_MAGIC);
         LittleEndian::write_u16(&mut buf[HEAD_VERSION_OFFSET..], FORMAT_VERSION);
+        LittleEndian::write_u48(&mut buf[BOOT_OFFSET..], self.boot & BOOT_MASK);
         LittleEndian::write_u64(&mut buf[ACTIVE_BASE_OFFSET..], self.active_base);
         LittleEndian::write_u64(&mut buf[COMMITTED_LEN_OFFSET..], self.committed_len);
         LittleEndian::write_u64(&mut buf[SYNCED_LEN_OFFSET..], self.synced_len);
@@ -103,6 +111,7 @@ impl Head {
             next_offset: LittleEndian::read_u64(&buf[NEXT_OFFSET_OFFSET..]),
             last_timestamp_ms: LittleEndian::read_u64(&buf[LAST_TIMESTAMP_OFFSET..]),
             start_offset: LittleEndian::read_u64(&buf[START_OFFSET_OFFSET..]),
+            boot: LittleEndian::read_u48(&buf[BOOT_OFFSET..]),
         };
         if head.synced_len > head.committed_len
             || head.next_offset < head.active_base
@@ -127,6 +136,7 @@ mod tests {
             next_offset: 150,
             last_timestamp_ms: 1_700_000_000_000,
             start_offset: 10,
+            boot: 0xba5e_ba11_f00d,
         };
         let good = head.encode();
         assert_eq!(Head::decode(&good), Ok(head));

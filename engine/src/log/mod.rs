@@ -352,6 +352,7 @@ impl Log {
             next_offset: watermark.next_offset,
             last_timestamp_ms: watermark.last_timestamp_ms,
             start_offset: opened.start_offset,
+            boot: storage.boot_id(),
         };
         let head_file = storage
             .open(&head_path, OpenMode::CreateOrOpen)

@@ -704,6 +704,7 @@ mod tests {
             next_offset: 0,
             last_timestamp_ms: 0,
             start_offset: 0,
+            boot: 1,
         };
         sim.put_file(&path, &head.encode());
         let file = sim.open(&path, OpenMode::Read).unwrap();

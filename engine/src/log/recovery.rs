@@ -19,7 +19,7 @@ use super::{Active, LogOptions, Writer};
 use crate::clock::Clock;
 use crate::codec::FORMAT_VERSION;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
-use crate::codec::head::{HEAD_LEN, Head};
+use crate::codec::head::{BOOT_MASK, HEAD_LEN, Head};
 use crate::codec::index::{self, INDEX_ENTRY_LEN, IndexEntry};
 use crate::codec::record::{self, Decoded};
 use crate::error::{CorruptionKind, Error, Result};
@@ -356,11 +356,20 @@ fn recover_active(
         }
     };
     let on_disk = entries.clone();
+    // Past the synced length, a frame an index entry names proves the bytes before it only if
+    // the machine has not gone down since they were written: a power loss may keep a later
+    // page of the file and lose an earlier one, and a scan starting past that hole would
+    // never see it. In another boot than the head's (or with no head, or an old one that
+    // does not say), the scan starts no later than the synced length.
+    let same_boot = head.is_some_and(|h| h.boot != 0 && h.boot == storage.boot_id() & BOOT_MASK);
+    let trusted_end = if same_boot { file_len } else { synced_len };
     let mut scan_from = (header_len, base, header.base_timestamp_ms);
     while let Some(last) = entries.last() {
         let position = u64::from(last.position);
         let offset = base + u64::from(last.rel_offset);
-        if frame_at(&*file, position, file_len) == Some((offset, last.timestamp_ms)) {
+        if position <= trusted_end
+            && frame_at(&*file, position, file_len) == Some((offset, last.timestamp_ms))
+        {
             scan_from = (position, offset, last.timestamp_ms);
             break;
         }

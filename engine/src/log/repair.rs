@@ -386,6 +386,7 @@ pub fn repair_unopenable(
             next_offset: next,
             last_timestamp_ms: last_ms,
             start_offset: head.map_or(bases[0], |h| h.start_offset),
+            boot: storage.boot_id(),
         },
     )?;
     let lost = salvaged.lost_from..next;
@@ -416,6 +417,7 @@ fn continue_past_missing(
             active_base: next,
             committed_len: committed,
             synced_len: committed,
+            boot: storage.boot_id(),
             ..head
         },
     )?;

@@ -24,6 +24,19 @@ pub struct IoStats {
     pub dir_syncs: AtomicU64,
 }
 
+/// 48 bits of the kernel's boot id (a random UUID per boot), never 0 (which means unknown).
+fn boot_hash(id: &str) -> u64 {
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    if hex.len() < 12 {
+        return 0;
+    }
+    u64::from_str_radix(&hex, 16).map_or(0, |id| id.max(1))
+}
+
 /// `std::fs` plus `memmap2`.
 #[derive(Debug, Default, Clone)]
 pub struct FsStorage {
@@ -131,6 +144,13 @@ impl Storage for FsStorage {
 
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn boot_id(&self) -> u64 {
+        static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *BOOT.get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or(0, |id| boot_hash(&id))
+        })
     }
 
     fn watch(&self, dirs: &[&Path]) -> io::Result<Box<dyn Watcher>> {
@@ -294,6 +314,24 @@ impl MappedBytes for EmptyMap {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_boot_id_is_48_bits_of_the_kernels_and_stays_put() {
+        assert_eq!(
+            boot_hash("4a1f0c2e-9b3d-4e5f-8a7b-6c5d4e3f2a1b\n"),
+            0x4a1f_0c2e_9b3d
+        );
+        assert_eq!(boot_hash(""), 0);
+        assert_eq!(boot_hash("00000000-0000"), 1);
+        let storage = FsStorage::new();
+        let id = storage.boot_id();
+        assert_ne!(
+            id, 0,
+            "/proc/sys/kernel/random/boot_id is readable on Linux"
+        );
+        assert!(id < 1 << 48);
+        assert_eq!(FsStorage::new().boot_id(), id);
+    }
 
     #[test]
     fn files_are_0600_and_dirs_0700() {

@@ -60,6 +60,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// Watches directories for changes to the files in them (written, created, renamed,
     /// removed), so a waiter can sleep until another process writes instead of polling.
     fn watch(&self, dirs: &[&Path]) -> io::Result<Box<dyn Watcher>>;
+    /// Names the running boot of the machine (at most 48 bits, 0 when unknown): two equal
+    /// non-zero values mean no power loss or kernel crash came in between, so every byte
+    /// written then, fsynced or not, still reads back as written.
+    fn boot_id(&self) -> u64 {
+        0
+    }
 }
 
 /// Changes in watched directories (see [`Storage::watch`]).

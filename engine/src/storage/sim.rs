@@ -68,6 +68,8 @@ struct State {
     dirs_durable: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     faults: Faults,
+    /// Counts the power losses this filesystem's image has been through.
+    boots: u64,
 }
 
 /// Counters of simulated I/O.
@@ -240,6 +242,10 @@ impl SimStorage {
         let after = SimStorage::new();
         {
             let mut new_state = after.state();
+            new_state.boots = match plan {
+                CrashPlan::ProcessCrash => state.boots,
+                _ => state.boots + 1,
+            };
             new_state.durable = files.clone();
             new_state.live = files;
             new_state.dirs_live = dirs.clone();
@@ -411,6 +417,11 @@ impl Storage for SimStorage {
     fn exists(&self, path: &Path) -> bool {
         let state = self.state();
         state.live.contains_key(path) || state.dirs_live.contains(path)
+    }
+
+    fn boot_id(&self) -> u64 {
+        // Never 0 (unknown): a fresh filesystem is boot 1, each power loss starts another.
+        self.state().boots + 1
     }
 
     fn watch(&self, _dirs: &[&Path]) -> io::Result<Box<dyn Watcher>> {
