@@ -1067,6 +1067,14 @@ impl Queue {
             let state = &txn.loaded.state;
             let (mut visible, in_flight, mut delayed) = state.counts(now);
             let queue = txn.queue;
+            // A move a crash interrupted (the next receive finishes it): the message is
+            // visible here until its copy exists in the target.
+            for (offset, moving) in state.pending_moves() {
+                let target = queue.target(&moving.target)?;
+                if !queue.copied(&target, moving.target_from, offset)? {
+                    visible += 1;
+                }
+            }
             let next = queue.message_reader().next_offset()?;
             let start = queue.message_reader().start_offset()?;
             let reader = queue.message_reader();

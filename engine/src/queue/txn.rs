@@ -12,6 +12,7 @@ use super::handle::{
 };
 use super::message::{md5_hex, md5_of_message_attributes};
 use super::stored::{Event, KIND_EVENT, Receipt, Scanned, decode_payload};
+use crate::durability::DurabilityMode;
 use crate::error::{Error, Result};
 use crate::log::{Entry, ReadLimit, Record};
 use crate::meta;
@@ -403,6 +404,11 @@ impl Txn<'_> {
             return Ok(());
         };
         let target = queue.target(&pending.target)?;
+        if self.attributes.durability != DurabilityMode::Never {
+            // The record of the move must be durable before the copy can be: a power loss
+            // that kept the copy and lost the record would leave the message in both queues.
+            queue.journal()?.sync()?;
+        }
         if !(recovering && queue.copied(&target, pending.target_from, offset)?) {
             // A dead-letter move keeps the receive count; a redrive starts it again.
             let to_dlq = self

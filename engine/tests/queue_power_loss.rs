@@ -1,0 +1,247 @@
+//! A queue's promises across a power loss at every fsync of a workload: the workload runs on
+//! the simulated storage with its N-th fsync failing (for every N it reaches), the machine
+//! loses power (unsynced bytes gone, or a seeded part of them kept), and another process
+//! opens the directory. Whatever N was, every message whose send was acknowledged and that
+//! nobody tried to delete is delivered exactly once (from the queue or, moved, from its dead-letter
+//! queue), no message whose delete was acknowledged comes back, the queues count exactly
+//! what they deliver, and `check` finds nothing.
+//!
+//! The workload sends, receives, deletes (fresh messages and ones from earlier rounds, in
+//! sealed segments by then), makes messages visible again and lets visibility
+//! timeouts pass so that messages move to the dead-letter queue, with 1 KiB segments and a
+//! snapshot and a reclaim every 4 state changes, so that rolls, snapshots, compaction and
+//! dead-letter moves all meet a failing fsync somewhere in the sweep.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_engine::clock::{Clock, ManualClock};
+use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
+use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
+use shoal_engine::{DataDir, DirOptions};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn options() -> DirOptions {
+    DirOptions {
+        queue_segment_bytes: Some(1024),
+        queue_maintenance_every: Some(4),
+        ..DirOptions::default()
+    }
+}
+
+fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> DataDir {
+    let storage: SharedStorage = Arc::new(sim.clone());
+    DataDir::open_with_options("/data", storage, clock.clone(), options()).unwrap()
+}
+
+/// What the workload was told.
+#[derive(Default)]
+struct Acked {
+    /// Every body a send was attempted with.
+    attempted: BTreeSet<String>,
+    /// Bodies whose send returned success.
+    sent: BTreeSet<String>,
+    /// Bodies a delete was attempted for (one that failed may have taken effect or not).
+    delete_attempted: BTreeSet<String>,
+    /// Bodies whose delete (by their newest receipt handle) returned success.
+    deleted: BTreeSet<String>,
+}
+
+/// A fresh directory with `work` (dead letters to `dlq` after 3 receives) and `dlq`.
+fn fresh() -> (SimStorage, Arc<ManualClock>) {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let data = open(&sim, &clock);
+    data.create_queue("dlq", &QueueAttributes::defaults(false))
+        .unwrap();
+    let work = QueueAttributes {
+        redrive: Some(RedrivePolicy {
+            dead_letter_queue: "dlq".into(),
+            max_receives: 3,
+        }),
+        ..QueueAttributes::defaults(false)
+    };
+    data.create_queue("work", &work).unwrap();
+    (sim, clock)
+}
+
+/// Runs until the first error (an injected fault) or the end.
+fn workload(data: &DataDir, clock: &ManualClock, acked: &mut Acked) -> shoal_engine::Result<()> {
+    let work = data.queue("work")?;
+    let receive = Receive {
+        max_messages: 10,
+        wait: Some(Duration::ZERO),
+        visibility_timeout: None,
+    };
+    let mut kept: Vec<(String, String, u64)> = Vec::new();
+    for round in 0..12 {
+        // One message kept in flight by an earlier round (in a sealed segment by now), so
+        // that a delete can make compaction drop a message in the operation that deletes it.
+        if !kept.is_empty() {
+            let (body, handle, until) = kept.remove(0);
+            acked.delete_attempted.insert(body.clone());
+            work.delete(&handle)?;
+            // Once its visibility timeout has passed, the message may have been received or
+            // moved to the dead-letter queue since: the delete then succeeds without effect.
+            if clock.now_ms() < until {
+                acked.deleted.insert(body);
+            }
+        }
+        let batch: Vec<SendMessage> = (0..5)
+            .map(|i| SendMessage::new(format!("r{round}-m{i}")))
+            .collect();
+        acked.attempted.extend(batch.iter().map(|m| m.body.clone()));
+        work.send_batch(&batch)?;
+        acked.sent.extend(batch.into_iter().map(|m| m.body));
+        let got = work.receive(&receive)?;
+        // Delete the first two, give the third back at once, keep the rest in flight.
+        let deleting: Vec<&str> = got
+            .iter()
+            .take(2)
+            .map(|m| m.receipt_handle.as_str())
+            .collect();
+        acked
+            .delete_attempted
+            .extend(got.iter().take(2).map(|m| m.body.clone()));
+        let results = work.delete_batch(&deleting)?;
+        for (m, result) in got.iter().zip(results) {
+            if result.is_ok() {
+                acked.deleted.insert(m.body.clone());
+            }
+        }
+        if let Some(m) = got.get(2) {
+            work.change_visibility(&m.receipt_handle, Duration::ZERO)?;
+        }
+        // A message received again has a new receipt handle: the old one deletes nothing.
+        kept.retain(|(body, _, _)| got.iter().all(|m| m.body != *body));
+        let until = clock.now_ms() + 30_000;
+        kept.extend(
+            got.iter()
+                .skip(3)
+                .map(|m| (m.body.clone(), m.receipt_handle.clone(), until)),
+        );
+        if round % 2 == 1 {
+            // Past the visibility timeout: what was kept in flight is received again, and
+            // after its third receive moved to the dead-letter queue.
+            clock.advance(31_000);
+        }
+    }
+    Ok(())
+}
+
+/// Receives and deletes everything in `queue`; the bodies, in the order received.
+fn drain(data: &DataDir, queue: &str) -> Vec<String> {
+    let q = data.queue(queue).unwrap();
+    let mut bodies = Vec::new();
+    loop {
+        let got = q
+            .receive(&Receive {
+                max_messages: 10,
+                wait: Some(Duration::ZERO),
+                visibility_timeout: None,
+            })
+            .unwrap();
+        if got.is_empty() {
+            return bodies;
+        }
+        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
+        for result in q.delete_batch(&handles).unwrap() {
+            result.unwrap();
+        }
+        bodies.extend(got.into_iter().map(|m| m.body));
+    }
+}
+
+/// Opens what the crash left a day later and holds it to the promises.
+fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
+    let clock = ManualClock::new(clock.now_ms() + 24 * 3600 * 1000);
+    let data = open(after, &clock);
+    let counted: u64 = ["work", "dlq"]
+        .iter()
+        .map(|q| {
+            let counts = data.queue(q).unwrap().counts().unwrap();
+            assert_eq!((counts.in_flight, counts.delayed), (0, 0), "{case}: {q}");
+            counts.visible
+        })
+        .sum();
+    let mut delivered: BTreeMap<String, u32> = BTreeMap::new();
+    for q in ["work", "dlq"] {
+        for body in drain(&data, q) {
+            *delivered.entry(body).or_default() += 1;
+        }
+    }
+    let total: u32 = delivered.values().sum();
+    assert_eq!(
+        counted,
+        u64::from(total),
+        "{case}: counted against delivered"
+    );
+    for (body, times) in &delivered {
+        assert!(acked.attempted.contains(body), "{case}: {body} never sent");
+        assert_eq!(*times, 1, "{case}: {body} delivered {times} times");
+        assert!(
+            !acked.deleted.contains(body),
+            "{case}: {body} came back after its delete was acknowledged"
+        );
+    }
+    for body in acked.sent.difference(&acked.delete_attempted) {
+        assert!(delivered.contains_key(body), "{case}: {body} was lost");
+    }
+    for q in ["work", "dlq"] {
+        let counts = data.queue(q).unwrap().counts().unwrap();
+        assert_eq!(
+            (counts.visible, counts.in_flight, counts.delayed),
+            (0, 0, 0),
+            "{case}: {q} drained"
+        );
+    }
+    let report = data.check().unwrap();
+    assert!(report.problems.is_empty(), "{case}: {:?}", report.problems);
+}
+
+#[test]
+fn every_fsync_of_a_queue_workload_can_fail_into_a_power_loss() {
+    // The workload without faults, crashed at its end, and how many fsyncs it makes.
+    let (sim, clock) = fresh();
+    let before = sim
+        .stats()
+        .file_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Acked::default();
+    workload(&open(&sim, &clock), &clock, &mut acked).unwrap();
+    let syncs = sim
+        .stats()
+        .file_syncs
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(syncs > 50, "the workload fsyncs {syncs} times");
+    verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
+
+    for n in 0..syncs {
+        for plan in [
+            CrashPlan::PowerLoss,
+            CrashPlan::PowerLossTorn { seed: n + 1 },
+            CrashPlan::ProcessCrash,
+        ] {
+            let (sim, clock) = fresh();
+            let data = open(&sim, &clock);
+            sim.fail_sync_after(n);
+            let mut acked = Acked::default();
+            let outcome = workload(&data, &clock, &mut acked);
+            assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
+            drop(data);
+            verify(
+                &sim.crash(plan),
+                &clock,
+                &acked,
+                &format!("fsync {n} failed, then {plan:?}"),
+            );
+        }
+    }
+}
