@@ -4,7 +4,8 @@
 //! opens the directory. Whatever N was, every message whose send was acknowledged and that
 //! nobody tried to delete is delivered exactly once (from the queue or, moved, from its dead-letter
 //! queue), no message whose delete was acknowledged comes back, the queues count exactly
-//! what they deliver, and `check` finds nothing.
+//! what they deliver, and `check` finds nothing. On FIFO queues, each group also comes out
+//! in the order it was sent.
 //!
 //! The workload sends, receives, deletes (fresh messages and ones from earlier rounds, in
 //! sealed segments by then), makes messages visible again and lets visibility
@@ -23,7 +24,7 @@ use std::time::Duration;
 use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
-use shoal_engine::{DataDir, DirOptions};
+use shoal_engine::{DataDir, DirOptions, Error};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -53,27 +54,64 @@ struct Acked {
     deleted: BTreeSet<String>,
 }
 
-/// A fresh directory with `work` (dead letters to `dlq` after 3 receives) and `dlq`.
-fn fresh() -> (SimStorage, Arc<ManualClock>) {
+/// The two queues of a run: standard, or FIFO.
+#[derive(Clone, Copy)]
+struct Names {
+    fifo: bool,
+    work: &'static str,
+    dlq: &'static str,
+}
+
+const STANDARD: Names = Names {
+    fifo: false,
+    work: "work",
+    dlq: "dlq",
+};
+
+const FIFO: Names = Names {
+    fifo: true,
+    work: "work.fifo",
+    dlq: "dlq.fifo",
+};
+
+/// A fresh directory with the work queue (dead letters to the other after 3 receives) and
+/// its dead-letter queue.
+fn fresh(q: Names) -> (SimStorage, Arc<ManualClock>) {
     let sim = SimStorage::new();
     let clock = ManualClock::new(T0);
     let data = open(&sim, &clock);
-    data.create_queue("dlq", &QueueAttributes::defaults(false))
+    data.create_queue(q.dlq, &QueueAttributes::defaults(q.fifo))
         .unwrap();
     let work = QueueAttributes {
         redrive: Some(RedrivePolicy {
-            dead_letter_queue: "dlq".into(),
+            dead_letter_queue: q.dlq.into(),
             max_receives: 3,
         }),
-        ..QueueAttributes::defaults(false)
+        ..QueueAttributes::defaults(q.fifo)
     };
-    data.create_queue("work", &work).unwrap();
+    data.create_queue(q.work, &work).unwrap();
     (sim, clock)
 }
 
+/// Message `i` of round `round`; on a FIFO queue in one of three groups, deduplicated by
+/// its body.
+fn message(q: Names, round: usize, i: usize) -> SendMessage {
+    let body = format!("r{round}-m{i}");
+    SendMessage {
+        group_id: q.fifo.then(|| format!("g{}", i % 3)),
+        dedup_id: q.fifo.then(|| body.clone()),
+        ..SendMessage::new(body)
+    }
+}
+
 /// Runs until the first error (an injected fault) or the end.
-fn workload(data: &DataDir, clock: &ManualClock, acked: &mut Acked) -> shoal_engine::Result<()> {
-    let work = data.queue("work")?;
+fn workload(
+    q: Names,
+    data: &DataDir,
+    clock: &ManualClock,
+    acked: &mut Acked,
+) -> shoal_engine::Result<()> {
+    let work = data.queue(q.work)?;
     let receive = Receive {
         max_messages: 10,
         wait: Some(Duration::ZERO),
@@ -86,16 +124,19 @@ fn workload(data: &DataDir, clock: &ManualClock, acked: &mut Acked) -> shoal_eng
         if !kept.is_empty() {
             let (body, handle, until) = kept.remove(0);
             acked.delete_attempted.insert(body.clone());
-            work.delete(&handle)?;
-            // Once its visibility timeout has passed, the message may have been received or
-            // moved to the dead-letter queue since: the delete then succeeds without effect.
-            if clock.now_ms() < until {
-                acked.deleted.insert(body);
+            match work.delete(&handle) {
+                // Once its visibility timeout has passed, the message may have been received
+                // or moved to the dead-letter queue since: the delete then succeeds without
+                // effect (standard) or is refused (FIFO).
+                Ok(()) if clock.now_ms() < until => {
+                    acked.deleted.insert(body);
+                }
+                Ok(()) => {}
+                Err(Error::MessageNotInflight(_)) if q.fifo && clock.now_ms() >= until => {}
+                Err(e) => return Err(e),
             }
         }
-        let batch: Vec<SendMessage> = (0..5)
-            .map(|i| SendMessage::new(format!("r{round}-m{i}")))
-            .collect();
+        let batch: Vec<SendMessage> = (0..5).map(|i| message(q, round, i)).collect();
         acked.attempted.extend(batch.iter().map(|m| m.body.clone()));
         work.send_batch(&batch)?;
         acked.sent.extend(batch.into_iter().map(|m| m.body));
@@ -159,20 +200,28 @@ fn drain(data: &DataDir, queue: &str) -> Vec<String> {
 }
 
 /// Opens what the crash left a day later and holds it to the promises.
-fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
+fn verify(q: Names, after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let clock = ManualClock::new(clock.now_ms() + 24 * 3600 * 1000);
     let data = open(after, &clock);
-    let counted: u64 = ["work", "dlq"]
+    let counted: u64 = [q.work, q.dlq]
         .iter()
-        .map(|q| {
-            let counts = data.queue(q).unwrap().counts().unwrap();
-            assert_eq!((counts.in_flight, counts.delayed), (0, 0), "{case}: {q}");
+        .map(|queue| {
+            let counts = data.queue(queue).unwrap().counts().unwrap();
+            assert_eq!(
+                (counts.in_flight, counts.delayed),
+                (0, 0),
+                "{case}: {queue}"
+            );
             counts.visible
         })
         .sum();
     let mut delivered: BTreeMap<String, u32> = BTreeMap::new();
-    for q in ["work", "dlq"] {
-        for body in drain(&data, q) {
+    for queue in [q.work, q.dlq] {
+        let bodies = drain(&data, queue);
+        if q.fifo {
+            in_group_order(&bodies, &format!("{case}: {queue}"));
+        }
+        for body in bodies {
             *delivered.entry(body).or_default() += 1;
         }
     }
@@ -193,35 +242,69 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     for body in acked.sent.difference(&acked.delete_attempted) {
         assert!(delivered.contains_key(body), "{case}: {body} was lost");
     }
-    for q in ["work", "dlq"] {
-        let counts = data.queue(q).unwrap().counts().unwrap();
+    for queue in [q.work, q.dlq] {
+        let counts = data.queue(queue).unwrap().counts().unwrap();
         assert_eq!(
             (counts.visible, counts.in_flight, counts.delayed),
             (0, 0, 0),
-            "{case}: {q} drained"
+            "{case}: {queue} drained"
         );
     }
     let report = data.check().unwrap();
     assert!(report.problems.is_empty(), "{case}: {:?}", report.problems);
 }
 
-#[test]
-fn every_fsync_of_a_queue_workload_can_fail_into_a_power_loss() {
-    // The workload without faults, crashed at its end, and how many fsyncs it makes.
-    let (sim, clock) = fresh();
-    let before = sim
-        .stats()
-        .file_syncs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let mut acked = Acked::default();
-    workload(&open(&sim, &clock), &clock, &mut acked).unwrap();
-    let syncs = sim
-        .stats()
+/// Within each FIFO group, messages come out in the order they were sent.
+fn in_group_order(bodies: &[String], case: &str) {
+    let mut last: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for body in bodies {
+        let (round, i) = body
+            .strip_prefix('r')
+            .and_then(|b| b.split_once("-m"))
+            .map(|(r, i)| (r.parse().unwrap(), i.parse().unwrap()))
+            .unwrap();
+        let group = i % 3;
+        if let Some(before) = last.insert(group, (round, i)) {
+            assert!(
+                before < (round, i),
+                "{case}: group {group} out of order at {body}"
+            );
+        }
+    }
+}
+
+fn file_syncs(sim: &SimStorage) -> u64 {
+    sim.stats()
         .file_syncs
         .load(std::sync::atomic::Ordering::Relaxed)
-        - before;
+}
+
+#[test]
+fn every_fsync_of_a_standard_queue_workload_can_fail_into_a_power_loss() {
+    sweep(STANDARD);
+}
+
+#[test]
+fn every_fsync_of_a_fifo_queue_workload_can_fail_into_a_power_loss() {
+    sweep(FIFO);
+}
+
+fn sweep(q: Names) {
+    // The workload without faults, crashed at its end, and how many fsyncs it makes.
+    let (sim, clock) = fresh(q);
+    let before = file_syncs(&sim);
+    let mut acked = Acked::default();
+    workload(q, &open(&sim, &clock), &clock, &mut acked).unwrap();
+    let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
-    verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
+    assert!(!acked.deleted.is_empty(), "the workload deletes");
+    verify(
+        q,
+        &sim.crash(CrashPlan::PowerLoss),
+        &clock,
+        &acked,
+        "no fault",
+    );
 
     for n in 0..syncs {
         for plan in [
@@ -229,14 +312,15 @@ fn every_fsync_of_a_queue_workload_can_fail_into_a_power_loss() {
             CrashPlan::PowerLossTorn { seed: n + 1 },
             CrashPlan::ProcessCrash,
         ] {
-            let (sim, clock) = fresh();
+            let (sim, clock) = fresh(q);
             let data = open(&sim, &clock);
             sim.fail_sync_after(n);
             let mut acked = Acked::default();
-            let outcome = workload(&data, &clock, &mut acked);
+            let outcome = workload(q, &data, &clock, &mut acked);
             assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
             drop(data);
             verify(
+                q,
                 &sim.crash(plan),
                 &clock,
                 &acked,
