@@ -642,3 +642,36 @@ fn a_file_that_cannot_be_written_dead_letters_only_matching_messages() {
     let status = &data.subscriptions("t").unwrap()[0];
     assert_eq!((status.pending, status.dead_lettered), (0, 2));
 }
+
+/// A topic handle keeps the queue handles it delivers to. After an fsync failure stops one
+/// (its log refuses writes until reopened), the next delivery opens the queue again instead
+/// of failing on the stopped handle for as long as the topic is open.
+#[test]
+fn a_delivery_after_an_fsync_failure_opens_the_queue_again() {
+    let env = env();
+    let data = &env.data;
+    data.create_queue("q", &QueueAttributes::defaults(false))
+        .unwrap();
+    data.create_topic("t", &TopicAttributes::defaults(false))
+        .unwrap();
+    data.subscribe("t", &subscribe_queue("q", None, true))
+        .unwrap();
+    let topic = data.topic("t").unwrap();
+    // The publish's own fsync succeeds, the delivery's (to the queue) fails.
+    env.sim.fail_sync_after(1);
+    let first = topic.publish(&PublishMessage::new("one")).unwrap();
+    assert_eq!(first.warnings.len(), 1, "{:?}", first.warnings);
+    assert!(first.warnings[0].contains("fsync"), "{:?}", first.warnings);
+    let second = topic.publish(&PublishMessage::new("two")).unwrap();
+    assert!(second.warnings.is_empty(), "{:?}", second.warnings);
+    let q = data.queue("q").unwrap();
+    let got = q
+        .receive(&Receive {
+            max_messages: 10,
+            wait: Some(Duration::ZERO),
+            visibility_timeout: None,
+        })
+        .unwrap();
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two"]);
+}

@@ -417,11 +417,14 @@ impl Queue {
         let Some(meta) = load(&self.dir, &self.name)? else {
             return Err(not_found(&self.name));
         };
+        Ok(meta.created_ms == self.incarnation && !self.is_stopped())
+    }
+
+    /// True when an I/O failure or damage stopped this handle's logs: a caller that keeps
+    /// handles (a topic's deliveries, a queue's dead-letter target) opens the queue again.
+    pub(crate) fn is_stopped(&self) -> bool {
         let failed = |log: Option<&Log>| log.is_some_and(Log::is_poisoned);
-        Ok(meta.created_ms == self.incarnation
-            && !self.messages_damaged()
-            && !failed(self.message_log().ok())
-            && !failed(self.journal.get()))
+        self.messages_damaged() || failed(self.message_log().ok()) || failed(self.journal.get())
     }
 
     /// The message log, to append to (or compact); fails with the damage when the log's
@@ -845,7 +848,7 @@ impl Queue {
 
     pub(super) fn target(&self, name: &str) -> Result<Arc<Queue>> {
         let mut targets = lock(&self.targets);
-        if let Some(q) = targets.get(name) {
+        if let Some(q) = targets.get(name).filter(|q| !q.is_stopped()) {
             return Ok(Arc::clone(q));
         }
         let q = open_queue(&self.dir, name)?;
@@ -1250,6 +1253,20 @@ mod tests {
         bodies.retain(|b| b != "m5");
         assert_eq!(bodies, ["m6", "m7", "m8", "m9", "next"]);
         assert_eq!(q.counts().unwrap().in_flight, counted.visible);
+    }
+
+    #[test]
+    fn a_dead_letter_target_stopped_by_an_fsync_failure_is_opened_again() {
+        let (data, sim, _clock) = setup();
+        let work = data.queue("work").unwrap();
+        let dlq = work.target("dlq").unwrap();
+        sim.fail_sync_after(0);
+        dlq.send(&SendMessage::new("x")).unwrap_err();
+        assert!(dlq.is_stopped());
+        let again = work.target("dlq").unwrap();
+        assert!(!Arc::ptr_eq(&dlq, &again), "the stopped handle was kept");
+        assert!(!again.is_stopped());
+        again.send(&SendMessage::new("y")).unwrap();
     }
 
     #[test]

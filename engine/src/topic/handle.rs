@@ -864,7 +864,8 @@ impl Topic {
 
     fn queue(&self, name: &str) -> Result<Arc<Queue>> {
         let mut queues = lock(&self.queues);
-        if let Some(q) = queues.get(name) {
+        // A handle an I/O failure stopped is opened again (its logs refuse writes until then).
+        if let Some(q) = queues.get(name).filter(|q| !q.is_stopped()) {
             return Ok(Arc::clone(q));
         }
         let q = self.data.queue(name)?;
