@@ -317,8 +317,11 @@ fn a_directory_written_by_a_newer_shoal_is_refused() {
     let (dir, _) = populated();
     let format = dir.path().join("shoal.format");
     let mut bytes = std::fs::read(&format).unwrap();
-    // The version follows the 8-byte magic.
+    // The version follows the 8-byte magic; a newer shoal writes the checksum for it
+    // (bytes 16..20: the frame's first 16 bytes and the payload).
     bytes[8] = bytes[8].wrapping_add(1);
+    let sum = shoal_engine::codec::crc::masked2(&bytes[..16], &bytes[20..]);
+    bytes[16..20].copy_from_slice(&sum.to_le_bytes());
     std::fs::write(&format, &bytes).unwrap();
     run_cases(
         &dir,
