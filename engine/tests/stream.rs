@@ -494,3 +494,44 @@ fn throughput_emulation_throttles_without_writing() {
         "a new second, a new read budget"
     );
 }
+
+/// A closed shard is finished for a consumer group (and its children leased) only once the
+/// group checkpointed its last record: records a worker read but never checkpointed are
+/// read again by the next worker, even when the worker asked for more before it crashed.
+#[test]
+fn a_closed_shard_is_not_finished_past_records_never_checkpointed() {
+    let (data, _clock, _sim) = data_dir();
+    data.create_stream(&CreateStream::new("s", 1)).unwrap();
+    let stream = data.stream("s").unwrap();
+    for i in 0..3 {
+        put(&stream, "k", &format!("r{i}"));
+    }
+    stream.split_shard(0, None).unwrap();
+
+    let mut worker = data.stream("s").unwrap().consumer("app").unwrap();
+    worker.rebalance().unwrap();
+    let batch = worker.next_batch(10).unwrap().unwrap();
+    assert_eq!((batch.shard, batch.records.len()), (0, 3));
+    // Asks for more before processing: the closed shard has nothing left, yet nothing of
+    // it was checkpointed.
+    assert!(worker.next_batch(10).unwrap().is_none());
+    drop(worker);
+
+    let mut next = data.stream("s").unwrap().consumer("app").unwrap();
+    next.rebalance().unwrap();
+    assert_eq!(next.leased(), [0], "the parent again, not its children");
+    let again = next.next_batch(10).unwrap().unwrap();
+    let data_of = |b: &shoal_engine::stream::ConsumerBatch| -> Vec<String> {
+        b.records
+            .iter()
+            .map(|r| String::from_utf8(r.data.clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(data_of(&again), ["r0", "r1", "r2"]);
+    // Checkpointed at its last record, the shard is finished and the children come next.
+    let last = again.records.last().unwrap().sequence_number.clone();
+    next.checkpoint(0, &last).unwrap();
+    assert!(next.next_batch(10).unwrap().is_none());
+    next.rebalance().unwrap();
+    assert_eq!(next.leased(), [1, 2]);
+}

@@ -50,6 +50,10 @@ pub(crate) fn encode_checkpoint(next_offset: u64, ended: bool) -> Result<Vec<u8>
 struct Lease {
     _guard: Box<dyn LockGuard>,
     it: ShardIterator,
+    /// One past the last record handed out from this shard.
+    handed_out: u64,
+    /// One past the last record checkpointed (by this worker, or before it took the lease).
+    checkpointed: u64,
 }
 
 /// Records read from one leased shard.
@@ -209,7 +213,15 @@ impl Consumer {
                     .stream
                     .shard_iterator(shard, StartPosition::TrimHorizon)?,
             };
-            self.leases.insert(shard, Lease { _guard: guard, it });
+            self.leases.insert(
+                shard,
+                Lease {
+                    _guard: guard,
+                    it,
+                    handed_out: it.next_offset,
+                    checkpointed: it.next_offset,
+                },
+            );
         }
         Ok(())
     }
@@ -231,7 +243,10 @@ impl Consumer {
             let mut it = lease.it;
             let got = self.stream.get_records(&mut it, limit)?;
             if got.records.is_empty() {
-                if got.shard_ended {
+                // Finished only once everything handed out is checkpointed: records read
+                // and never checkpointed go to the next worker again, as the ended
+                // checkpoint would skip them.
+                if got.shard_ended && lease.checkpointed >= lease.handed_out {
                     self.write_checkpoint(
                         shard,
                         Checkpoint {
@@ -245,6 +260,7 @@ impl Consumer {
             }
             if let Some(lease) = self.leases.get_mut(&shard) {
                 lease.it = it;
+                lease.handed_out = it.next_offset;
             }
             self.cursor = shard + 1;
             return Ok(Some(ConsumerBatch {
@@ -271,7 +287,11 @@ impl Consumer {
                 next_offset: seq.offset + 1,
                 ended: false,
             },
-        )
+        )?;
+        if let Some(lease) = self.leases.get_mut(&shard) {
+            lease.checkpointed = lease.checkpointed.max(seq.offset + 1);
+        }
+        Ok(())
     }
 
     fn write_checkpoint(&self, shard: u32, checkpoint: Checkpoint) -> Result<()> {
