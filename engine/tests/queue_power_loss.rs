@@ -329,3 +329,31 @@ fn sweep(q: Names) {
         }
     }
 }
+
+/// The same promises when a write is torn instead (7 bytes of it reach the file, then the
+/// write fails), at every write of the workload in turn.
+#[test]
+fn every_write_of_a_queue_workload_can_be_torn() {
+    for n in 0.. {
+        let (sim, clock) = fresh(STANDARD);
+        let data = open(&sim, &clock);
+        sim.tear_write_after(n, 7);
+        let mut acked = Acked::default();
+        let outcome = workload(STANDARD, &data, &clock, &mut acked);
+        drop(data);
+        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
+            verify(
+                STANDARD,
+                &sim.crash(plan),
+                &clock,
+                &acked,
+                &format!("write {n} torn, then {plan:?}"),
+            );
+        }
+        if outcome.is_ok() {
+            // Past the workload's last write.
+            assert!(n > 100, "the workload writes {n} times");
+            break;
+        }
+    }
+}
