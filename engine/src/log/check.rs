@@ -7,6 +7,7 @@ use super::reader::read_head;
 use super::scan::{FrameScan, Stop};
 use super::segment;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind};
+use crate::codec::head::HEAD_LEN;
 use crate::codec::index::{INDEX_ENTRY_LEN, IndexEntry};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage};
@@ -57,6 +58,9 @@ pub fn check(storage: &dyn Storage, dir: &Path, report: &mut CheckReport) -> Res
     let listing = segment::list(storage, dir)?;
     let head_path = dir.join(segment::HEAD_FILE);
     let head = match storage.open(&head_path, OpenMode::Read) {
+        // Shorter than a head: created and never written back before a power loss (the head
+        // is never fsynced on its own); recovery treats it as absent and writes it.
+        Ok(file) if file.len().is_ok_and(|len| len < HEAD_LEN as u64) => None,
         Ok(file) => match read_head(&*file, &head_path) {
             Ok(head) => Some(head),
             Err(e) => {
