@@ -52,6 +52,8 @@ struct Acked {
     delete_attempted: BTreeSet<String>,
     /// Bodies whose delete (by their newest receipt handle) returned success.
     deleted: BTreeSet<String>,
+    /// A redrive moved messages back from the dead-letter queue.
+    redriven: bool,
 }
 
 /// The two queues of a run: standard, or FIFO.
@@ -173,6 +175,14 @@ fn workload(
             clock.advance(31_000);
         }
     }
+    // Everything in the dead-letter queue goes back (SQS's StartMessageMoveTask), and is
+    // received once more there.
+    if !q.fifo {
+        // (On a FIFO queue a redrive puts old messages behind newer ones of their group.)
+        let moved = data.queue(q.dlq)?.redrive(None)?;
+        acked.redriven |= moved > 0;
+        work.receive(&receive)?;
+    }
     Ok(())
 }
 
@@ -216,13 +226,22 @@ fn verify(q: Names, after: &SimStorage, clock: &ManualClock, acked: &Acked, case
         })
         .sum();
     let mut delivered: BTreeMap<String, u32> = BTreeMap::new();
-    for queue in [q.work, q.dlq] {
-        let bodies = drain(&data, queue);
-        if q.fifo {
-            in_group_order(&bodies, &format!("{case}: {queue}"));
+    // Until both are empty: draining one queue finishes the moves a crash interrupted in
+    // it, which may put messages into the other.
+    loop {
+        let mut any = false;
+        for queue in [q.work, q.dlq] {
+            let bodies = drain(&data, queue);
+            if q.fifo {
+                in_group_order(&bodies, &format!("{case}: {queue}"));
+            }
+            any |= !bodies.is_empty();
+            for body in bodies {
+                *delivered.entry(body).or_default() += 1;
+            }
         }
-        for body in bodies {
-            *delivered.entry(body).or_default() += 1;
+        if !any {
+            break;
         }
     }
     let total: u32 = delivered.values().sum();
@@ -298,6 +317,7 @@ fn sweep(q: Names) {
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload deletes");
+    assert!(acked.redriven || q.fifo, "the workload redrives");
     verify(
         q,
         &sim.crash(CrashPlan::PowerLoss),
