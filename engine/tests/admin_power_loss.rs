@@ -11,6 +11,10 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{T0, file_syncs, sweep_crashes};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +25,6 @@ use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::stream::{CreateStream, PutRecord};
 use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
 use shoal_engine::{DataDir, Error};
-
-const T0: u64 = 1_700_000_000_000;
 
 fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> shoal_engine::Result<DataDir> {
     let storage: SharedStorage = Arc::new(sim.clone());
@@ -225,12 +227,6 @@ fn verify(after: &SimStorage, clock: &Arc<ManualClock>, acked: &Acked, case: &st
     }
 }
 
-fn file_syncs(sim: &SimStorage) -> u64 {
-    sim.stats()
-        .file_syncs
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 #[test]
 fn every_fsync_of_an_administration_workload_can_fail_into_a_power_loss() {
     let sim = SimStorage::new();
@@ -245,11 +241,7 @@ fn every_fsync_of_an_administration_workload_can_fail_into_a_power_loss() {
     verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
 
     for n in 0..syncs {
-        for plan in [
-            CrashPlan::PowerLoss,
-            CrashPlan::PowerLossTorn { seed: n + 1 },
-            CrashPlan::ProcessCrash,
-        ] {
+        for plan in sweep_crashes(n) {
             let sim = SimStorage::new();
             let clock = ManualClock::new(T0);
             let data = open(&sim, &clock).unwrap();

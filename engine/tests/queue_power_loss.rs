@@ -17,6 +17,10 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{T0, drain_queue, file_syncs, sweep_crashes};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +29,6 @@ use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::{DataDir, DirOptions, Error};
-
-const T0: u64 = 1_700_000_000_000;
 
 fn options() -> DirOptions {
     DirOptions {
@@ -186,29 +188,6 @@ fn workload(
     Ok(())
 }
 
-/// Receives and deletes everything in `queue`; the bodies, in the order received.
-fn drain(data: &DataDir, queue: &str) -> Vec<String> {
-    let q = data.queue(queue).unwrap();
-    let mut bodies = Vec::new();
-    loop {
-        let got = q
-            .receive(&Receive {
-                max_messages: 10,
-                wait: Some(Duration::ZERO),
-                visibility_timeout: None,
-            })
-            .unwrap();
-        if got.is_empty() {
-            return bodies;
-        }
-        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
-        for result in q.delete_batch(&handles).unwrap() {
-            result.unwrap();
-        }
-        bodies.extend(got.into_iter().map(|m| m.body));
-    }
-}
-
 /// Opens what the crash left a day later and holds it to the promises.
 fn verify(q: Names, after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let clock = ManualClock::new(clock.now_ms() + 24 * 3600 * 1000);
@@ -231,7 +210,7 @@ fn verify(q: Names, after: &SimStorage, clock: &ManualClock, acked: &Acked, case
     loop {
         let mut any = false;
         for queue in [q.work, q.dlq] {
-            let bodies = drain(&data, queue);
+            let bodies = drain_queue(&data, queue);
             if q.fifo {
                 in_group_order(&bodies, &format!("{case}: {queue}"));
             }
@@ -292,12 +271,6 @@ fn in_group_order(bodies: &[String], case: &str) {
     }
 }
 
-fn file_syncs(sim: &SimStorage) -> u64 {
-    sim.stats()
-        .file_syncs
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 #[test]
 fn every_fsync_of_a_standard_queue_workload_can_fail_into_a_power_loss() {
     sweep(STANDARD);
@@ -327,11 +300,7 @@ fn sweep(q: Names) {
     );
 
     for n in 0..syncs {
-        for plan in [
-            CrashPlan::PowerLoss,
-            CrashPlan::PowerLossTorn { seed: n + 1 },
-            CrashPlan::ProcessCrash,
-        ] {
+        for plan in sweep_crashes(n) {
             let (sim, clock) = fresh(q);
             let data = open(&sim, &clock);
             sim.fail_sync_after(n);

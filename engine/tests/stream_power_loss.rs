@@ -15,6 +15,10 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{T0, file_syncs, sweep_crashes};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -23,7 +27,6 @@ use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::stream::{Consumer, CreateStream, PutRecord, StartPosition, Stream};
 
-const T0: u64 = 1_700_000_000_000;
 const KEYS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 
 fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> DataDir {
@@ -203,12 +206,6 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     assert!(report.problems.is_empty(), "{case}: {:?}", report.problems);
 }
 
-fn file_syncs(sim: &SimStorage) -> u64 {
-    sim.stats()
-        .file_syncs
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 #[test]
 fn every_fsync_of_a_stream_workload_can_fail_into_a_power_loss() {
     let (sim, clock) = fresh();
@@ -223,11 +220,7 @@ fn every_fsync_of_a_stream_workload_can_fail_into_a_power_loss() {
     verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
 
     for n in 0..syncs {
-        for plan in [
-            CrashPlan::PowerLoss,
-            CrashPlan::PowerLossTorn { seed: n + 1 },
-            CrashPlan::ProcessCrash,
-        ] {
+        for plan in sweep_crashes(n) {
             let (sim, clock) = fresh();
             let data = open(&sim, &clock);
             sim.fail_sync_after(n);

@@ -13,6 +13,10 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
+use common::{T0, drain_queue, file_syncs, sweep_crashes};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +27,6 @@ use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
 use shoal_engine::{DataDir, DirOptions, Error};
 
-const T0: u64 = 1_700_000_000_000;
 const QUEUES: [&str; 2] = ["a", "b"];
 
 fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> DataDir {
@@ -119,28 +122,6 @@ fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
     Ok(())
 }
 
-fn drain(data: &DataDir, queue: &str) -> Vec<String> {
-    let q = data.queue(queue).unwrap();
-    let mut bodies = Vec::new();
-    loop {
-        let got = q
-            .receive(&Receive {
-                max_messages: 10,
-                wait: Some(Duration::ZERO),
-                visibility_timeout: None,
-            })
-            .unwrap();
-        if got.is_empty() {
-            return bodies;
-        }
-        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
-        for result in q.delete_batch(&handles).unwrap() {
-            result.unwrap();
-        }
-        bodies.extend(got.into_iter().map(|m| m.body));
-    }
-}
-
 fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let clock = ManualClock::new(clock.now_ms() + 24 * 3600 * 1000);
     let data = open(after, &clock);
@@ -148,7 +129,7 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let mut got: BTreeMap<&str, BTreeMap<String, u32>> = BTreeMap::new();
     for queue in QUEUES {
         let arrived = got.entry(queue).or_default();
-        for body in drain(&data, queue) {
+        for body in drain_queue(&data, queue) {
             *arrived.entry(body).or_default() += 1;
         }
     }
@@ -178,12 +159,6 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     assert!(report.problems.is_empty(), "{case}: {:?}", report.problems);
 }
 
-fn file_syncs(sim: &SimStorage) -> u64 {
-    sim.stats()
-        .file_syncs
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 #[test]
 fn every_fsync_of_a_fan_out_workload_can_fail_into_a_power_loss() {
     let (sim, clock) = fresh();
@@ -198,11 +173,7 @@ fn every_fsync_of_a_fan_out_workload_can_fail_into_a_power_loss() {
     verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
 
     for n in 0..syncs {
-        for plan in [
-            CrashPlan::PowerLoss,
-            CrashPlan::PowerLossTorn { seed: n + 1 },
-            CrashPlan::ProcessCrash,
-        ] {
+        for plan in sweep_crashes(n) {
             let (sim, clock) = fresh();
             let data = open(&sim, &clock);
             sim.fail_sync_after(n);

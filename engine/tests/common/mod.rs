@@ -118,3 +118,45 @@ pub fn env_with(options: shoal_engine::DirOptions) -> Env {
         shoal_engine::DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
     Env { sim, clock, data }
 }
+
+/// fsyncs of files `sim` has made so far.
+pub fn file_syncs(sim: &SimStorage) -> u64 {
+    sim.stats()
+        .file_syncs
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The crashes a power-loss sweep follows each failed fsync with: a clean power loss, one
+/// that keeps a seeded part of the unsynced bytes, and the process dying.
+pub fn sweep_crashes(n: u64) -> [shoal_engine::storage::CrashPlan; 3] {
+    use shoal_engine::storage::CrashPlan;
+    [
+        CrashPlan::PowerLoss,
+        CrashPlan::PowerLossTorn { seed: n + 1 },
+        CrashPlan::ProcessCrash,
+    ]
+}
+
+/// Receives (10 at a time) and deletes everything in queue `name`; the bodies, in the order
+/// received.
+pub fn drain_queue(data: &shoal_engine::DataDir, name: &str) -> Vec<String> {
+    let q = data.queue(name).unwrap();
+    let mut bodies = Vec::new();
+    loop {
+        let got = q
+            .receive(&shoal_engine::queue::Receive {
+                max_messages: 10,
+                wait: Some(std::time::Duration::ZERO),
+                visibility_timeout: None,
+            })
+            .unwrap();
+        if got.is_empty() {
+            return bodies;
+        }
+        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
+        for result in q.delete_batch(&handles).unwrap() {
+            result.unwrap();
+        }
+        bodies.extend(got.into_iter().map(|m| m.body));
+    }
+}
