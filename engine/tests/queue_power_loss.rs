@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_engine::clock::{Clock, ManualClock};
+use shoal_engine::durability::DurabilityMode;
 use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::{DataDir, DirOptions, Error};
@@ -64,18 +65,27 @@ struct Names {
     fifo: bool,
     work: &'static str,
     dlq: &'static str,
+    /// Both queues in `never` durability (no fsync: only a process crash is survived).
+    never: bool,
 }
 
 const STANDARD: Names = Names {
     fifo: false,
     work: "work",
     dlq: "dlq",
+    never: false,
 };
 
 const FIFO: Names = Names {
     fifo: true,
     work: "work.fifo",
     dlq: "dlq.fifo",
+    never: false,
+};
+
+const NEVER: Names = Names {
+    never: true,
+    ..STANDARD
 };
 
 /// A fresh directory with the work queue (dead letters to the other after 3 receives) and
@@ -84,14 +94,21 @@ fn fresh(q: Names) -> (SimStorage, Arc<ManualClock>) {
     let sim = SimStorage::new();
     let clock = ManualClock::new(T0);
     let data = open(&sim, &clock);
-    data.create_queue(q.dlq, &QueueAttributes::defaults(q.fifo))
-        .unwrap();
+    let defaults = QueueAttributes {
+        durability: if q.never {
+            DurabilityMode::Never
+        } else {
+            DurabilityMode::Always
+        },
+        ..QueueAttributes::defaults(q.fifo)
+    };
+    data.create_queue(q.dlq, &defaults).unwrap();
     let work = QueueAttributes {
         redrive: Some(RedrivePolicy {
             dead_letter_queue: q.dlq.into(),
             max_receives: 3,
         }),
-        ..QueueAttributes::defaults(q.fifo)
+        ..defaults
     };
     data.create_queue(q.work, &work).unwrap();
     (sim, clock)
@@ -320,20 +337,30 @@ fn sweep(q: Names) {
 }
 
 /// The same promises when a write is torn instead (7 bytes of it reach the file, then the
-/// write fails), at every write of the workload in turn.
+/// write fails), at every write of the workload in turn; in `never` durability, after a
+/// process crash only (nothing was fsynced for a power loss to keep).
 #[test]
 fn every_write_of_a_queue_workload_can_be_torn() {
+    tear_sweep(STANDARD, &[CrashPlan::PowerLoss, CrashPlan::ProcessCrash]);
+}
+
+#[test]
+fn every_write_of_a_never_durable_queue_workload_can_be_torn() {
+    tear_sweep(NEVER, &[CrashPlan::ProcessCrash]);
+}
+
+fn tear_sweep(q: Names, plans: &[CrashPlan]) {
     for n in 0.. {
-        let (sim, clock) = fresh(STANDARD);
+        let (sim, clock) = fresh(q);
         let data = open(&sim, &clock);
         sim.tear_write_after(n, 7);
         let mut acked = Acked::default();
-        let outcome = workload(STANDARD, &data, &clock, &mut acked);
+        let outcome = workload(q, &data, &clock, &mut acked);
         drop(data);
-        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
+        for plan in plans {
             verify(
-                STANDARD,
-                &sim.crash(plan),
+                q,
+                &sim.crash(*plan),
                 &clock,
                 &acked,
                 &format!("write {n} torn, then {plan:?}"),
