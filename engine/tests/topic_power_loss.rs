@@ -1,4 +1,4 @@
-//! A topic's fan-out across a power loss at every fsync of a workload: the N-th fsync fails
+//! A topic's fan-out (standard, and FIFO to FIFO queues) across a power loss at every fsync of a workload: the N-th fsync fails
 //! (for every N the workload reaches), the machine loses power (unsynced bytes gone, or a
 //! seeded part of them kept) or the process dies, and another process opens the directory,
 //! delivers what is pending and drains the subscribed queues. Whatever N was, every
@@ -27,7 +27,28 @@ use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
 use shoal_engine::{DataDir, DirOptions, Error};
 
-const QUEUES: [&str; 2] = ["a", "b"];
+/// The topic and its two queues: standard, or FIFO.
+#[derive(Clone, Copy)]
+struct Fan {
+    fifo: bool,
+    topic: &'static str,
+    a: &'static str,
+    b: &'static str,
+}
+
+const STANDARD: Fan = Fan {
+    fifo: false,
+    topic: "t",
+    a: "a",
+    b: "b",
+};
+
+const FIFO: Fan = Fan {
+    fifo: true,
+    topic: "t.fifo",
+    a: "a.fifo",
+    b: "b.fifo",
+};
 
 fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> DataDir {
     let storage: SharedStorage = Arc::new(sim.clone());
@@ -39,18 +60,18 @@ fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> DataDir {
     DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap()
 }
 
-/// A directory with topic `t` delivering raw messages to queues `a` and `b`.
-fn fresh() -> (SimStorage, Arc<ManualClock>) {
+/// A directory with the topic delivering raw messages to its two queues.
+fn fresh(f: Fan) -> (SimStorage, Arc<ManualClock>) {
     let sim = SimStorage::new();
     let clock = ManualClock::new(T0);
     let data = open(&sim, &clock);
-    data.create_topic("t", &TopicAttributes::defaults(false))
+    data.create_topic(f.topic, &TopicAttributes::defaults(f.fifo))
         .unwrap();
-    for queue in QUEUES {
-        data.create_queue(queue, &QueueAttributes::defaults(false))
+    for queue in [f.a, f.b] {
+        data.create_queue(queue, &QueueAttributes::defaults(f.fifo))
             .unwrap();
         data.subscribe(
-            "t",
+            f.topic,
             &Subscribe {
                 protocol: Protocol::Queue,
                 endpoint: queue.into(),
@@ -77,9 +98,9 @@ struct Acked {
 }
 
 /// Delivers to every subscription; a delivery that failed (to be retried later) is an error.
-fn deliver(data: &DataDir) -> shoal_engine::Result<u64> {
+fn deliver(f: Fan, data: &DataDir) -> shoal_engine::Result<u64> {
     let mut delivered = 0;
-    for report in data.topic("t")?.deliver()? {
+    for report in data.topic(f.topic)?.deliver()? {
         if report.error.is_some() || report.failed > 0 {
             return Err(Error::InvalidArgument(format!(
                 "delivery failed: {report:?}"
@@ -91,17 +112,24 @@ fn deliver(data: &DataDir) -> shoal_engine::Result<u64> {
 }
 
 /// Runs until the first error (an injected fault) or the end.
-fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
-    let topic = data.topic("t")?;
-    let a = data.queue("a")?;
+fn workload(f: Fan, data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
+    let topic = data.topic(f.topic)?;
+    let a = data.queue(f.a)?;
     for round in 0..6 {
         let batch: Vec<PublishMessage> = (0..5)
-            .map(|i| PublishMessage::new(format!("p{round}-{i}")))
+            .map(|i| {
+                let body = format!("p{round}-{i}");
+                PublishMessage {
+                    group_id: f.fifo.then(|| "g".to_string()),
+                    dedup_id: f.fifo.then(|| body.clone()),
+                    ..PublishMessage::new(body)
+                }
+            })
             .collect();
         acked.attempted.extend(batch.iter().map(|m| m.body.clone()));
         topic.publish_batch(&batch)?;
         acked.published.extend(batch.into_iter().map(|m| m.body));
-        deliver(data)?;
+        deliver(f, data)?;
         let got = a.receive(&Receive {
             max_messages: 3,
             wait: Some(Duration::ZERO),
@@ -122,18 +150,28 @@ fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
     Ok(())
 }
 
-fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
+fn verify(f: Fan, after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let clock = ManualClock::new(clock.now_ms() + 24 * 3600 * 1000);
     let data = open(after, &clock);
-    while deliver(&data).unwrap_or_else(|e| panic!("{case}: delivering: {e}")) > 0 {}
+    while deliver(f, &data).unwrap_or_else(|e| panic!("{case}: delivering: {e}")) > 0 {}
     let mut got: BTreeMap<&str, BTreeMap<String, u32>> = BTreeMap::new();
-    for queue in QUEUES {
+    for queue in [f.a, f.b] {
         let arrived = got.entry(queue).or_default();
-        for body in drain_queue(&data, queue) {
+        let bodies = drain_queue(&data, queue);
+        if f.fifo {
+            // One group: the order published.
+            let mut sorted = bodies.clone();
+            sorted.sort_by_key(|b| {
+                let (round, i) = b[1..].split_once('-').unwrap();
+                (round.parse::<u32>().unwrap(), i.parse::<u32>().unwrap())
+            });
+            assert_eq!(bodies, sorted, "{case}: {queue} out of order");
+        }
+        for body in bodies {
             *arrived.entry(body).or_default() += 1;
         }
     }
-    let (a, b) = (&got["a"], &got["b"]);
+    let (a, b) = (&got[f.a], &got[f.b]);
     for (queue, arrived) in &got {
         for (body, times) in arrived {
             assert!(acked.attempted.contains(body), "{case}: {body} in {queue}");
@@ -161,29 +199,45 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
 
 #[test]
 fn every_fsync_of_a_fan_out_workload_can_fail_into_a_power_loss() {
-    let (sim, clock) = fresh();
+    sweep(STANDARD);
+}
+
+#[test]
+fn every_fsync_of_a_fifo_fan_out_workload_can_fail_into_a_power_loss() {
+    sweep(FIFO);
+}
+
+fn sweep(f: Fan) {
+    let (sim, clock) = fresh(f);
     let data = open(&sim, &clock);
     let before = file_syncs(&sim);
     let mut acked = Acked::default();
-    workload(&data, &mut acked).unwrap();
+    workload(f, &data, &mut acked).unwrap();
     drop(data);
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload consumes");
-    verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
+    verify(
+        f,
+        &sim.crash(CrashPlan::PowerLoss),
+        &clock,
+        &acked,
+        "no fault",
+    );
 
     for n in 0..syncs {
         for plan in sweep_crashes(n) {
-            let (sim, clock) = fresh();
+            let (sim, clock) = fresh(f);
             let data = open(&sim, &clock);
             sim.fail_sync_after(n);
             let mut acked = Acked::default();
             // A publish is acknowledged once it is in the topic: a failure of the delivery
             // that follows it is a warning, and the message stays pending. So the workload
             // may go on past the failed fsync.
-            let _ = workload(&data, &mut acked);
+            let _ = workload(f, &data, &mut acked);
             drop(data);
             verify(
+                f,
                 &sim.crash(plan),
                 &clock,
                 &acked,
