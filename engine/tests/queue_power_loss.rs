@@ -126,13 +126,19 @@ fn message(q: Names, round: usize, i: usize) -> SendMessage {
 }
 
 /// Runs until the first error (an injected fault) or the end.
+/// Each step goes through the next of `dirs` in turn: with two, every step alternates
+/// between two processes sharing the queues (their cross-process locks and catch-up).
 fn workload(
     q: Names,
-    data: &DataDir,
+    dirs: &[&DataDir],
     clock: &ManualClock,
     acked: &mut Acked,
 ) -> shoal_engine::Result<()> {
-    let work = data.queue(q.work)?;
+    let mut step = 0;
+    let mut next = || -> shoal_engine::Result<Arc<shoal_engine::queue::Queue>> {
+        step += 1;
+        dirs[step % dirs.len()].queue(q.work)
+    };
     let receive = Receive {
         max_messages: 10,
         wait: Some(Duration::ZERO),
@@ -145,7 +151,7 @@ fn workload(
         if !kept.is_empty() {
             let (body, handle, until) = kept.remove(0);
             acked.delete_attempted.insert(body.clone());
-            match work.delete(&handle) {
+            match next()?.delete(&handle) {
                 // Once its visibility timeout has passed, the message may have been received
                 // or moved to the dead-letter queue since: the delete then succeeds without
                 // effect (standard) or is refused (FIFO).
@@ -159,9 +165,9 @@ fn workload(
         }
         let batch: Vec<SendMessage> = (0..5).map(|i| message(q, round, i)).collect();
         acked.attempted.extend(batch.iter().map(|m| m.body.clone()));
-        work.send_batch(&batch)?;
+        next()?.send_batch(&batch)?;
         acked.sent.extend(batch.into_iter().map(|m| m.body));
-        let got = work.receive(&receive)?;
+        let got = next()?.receive(&receive)?;
         // Delete the first two, give the third back at once, keep the rest in flight.
         let deleting: Vec<&str> = got
             .iter()
@@ -171,14 +177,14 @@ fn workload(
         acked
             .delete_attempted
             .extend(got.iter().take(2).map(|m| m.body.clone()));
-        let results = work.delete_batch(&deleting)?;
+        let results = next()?.delete_batch(&deleting)?;
         for (m, result) in got.iter().zip(results) {
             if result.is_ok() {
                 acked.deleted.insert(m.body.clone());
             }
         }
         if let Some(m) = got.get(2) {
-            work.change_visibility(&m.receipt_handle, Duration::ZERO)?;
+            next()?.change_visibility(&m.receipt_handle, Duration::ZERO)?;
         }
         // A message received again has a new receipt handle: the old one deletes nothing.
         kept.retain(|(body, _, _)| got.iter().all(|m| m.body != *body));
@@ -198,9 +204,9 @@ fn workload(
     // received once more there.
     if !q.fifo {
         // (On a FIFO queue a redrive puts old messages behind newer ones of their group.)
-        let moved = data.queue(q.dlq)?.redrive(None)?;
+        let moved = dirs[0].queue(q.dlq)?.redrive(None)?;
         acked.redriven |= moved > 0;
-        work.receive(&receive)?;
+        next()?.receive(&receive)?;
     }
     Ok(())
 }
@@ -290,20 +296,31 @@ fn in_group_order(bodies: &[String], case: &str) {
 
 #[test]
 fn every_fsync_of_a_standard_queue_workload_can_fail_into_a_power_loss() {
-    sweep(STANDARD);
+    sweep(STANDARD, 1);
 }
 
 #[test]
 fn every_fsync_of_a_fifo_queue_workload_can_fail_into_a_power_loss() {
-    sweep(FIFO);
+    sweep(FIFO, 1);
 }
 
-fn sweep(q: Names) {
+/// Two processes take turns with every step (what a shell pipeline of `shoal send`,
+/// `receive` and `delete` commands does).
+#[test]
+fn every_fsync_of_a_two_process_queue_workload_can_fail_into_a_power_loss() {
+    sweep(STANDARD, 2);
+}
+
+/// `processes` data-directory handles on the one storage, each standing for a process.
+fn sweep(q: Names, processes: usize) {
     // The workload without faults, crashed at its end, and how many fsyncs it makes.
     let (sim, clock) = fresh(q);
     let before = file_syncs(&sim);
     let mut acked = Acked::default();
-    workload(q, &open(&sim, &clock), &clock, &mut acked).unwrap();
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
+    let handles: Vec<&DataDir> = dirs.iter().collect();
+    workload(q, &handles, &clock, &mut acked).unwrap();
+    drop(dirs);
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload deletes");
@@ -319,12 +336,13 @@ fn sweep(q: Names) {
     for n in 0..syncs {
         for plan in sweep_crashes(n) {
             let (sim, clock) = fresh(q);
-            let data = open(&sim, &clock);
+            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
+            let handles: Vec<&DataDir> = dirs.iter().collect();
             sim.fail_sync_after(n);
             let mut acked = Acked::default();
-            let outcome = workload(q, &data, &clock, &mut acked);
+            let outcome = workload(q, &handles, &clock, &mut acked);
             assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
-            drop(data);
+            drop(dirs);
             verify(
                 q,
                 &sim.crash(plan),
@@ -355,7 +373,7 @@ fn tear_sweep(q: Names, plans: &[CrashPlan]) {
         let data = open(&sim, &clock);
         sim.tear_write_after(n, 7);
         let mut acked = Acked::default();
-        let outcome = workload(q, &data, &clock, &mut acked);
+        let outcome = workload(q, &[&data], &clock, &mut acked);
         drop(data);
         for plan in plans {
             verify(
