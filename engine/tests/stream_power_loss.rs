@@ -97,9 +97,14 @@ fn consume(
 }
 
 /// Runs until the first error (an injected fault) or the end.
-fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
-    let stream = data.stream("s")?;
-    let mut consumer = data.stream("s")?.consumer("app")?;
+/// Puts and reshards go through each of `dirs` in turn (processes sharing the stream); the
+/// consumer works in the first.
+fn workload(dirs: &[&DataDir], acked: &mut Acked) -> shoal_engine::Result<()> {
+    let streams = dirs
+        .iter()
+        .map(|d| d.stream("s"))
+        .collect::<shoal_engine::Result<Vec<_>>>()?;
+    let mut consumer = dirs[0].stream("s")?.consumer("app")?;
     let mut pending = BTreeMap::new();
     for round in 0..8 {
         let records: Vec<(&str, String)> = (0..6).map(|i| record(round, i)).collect();
@@ -114,6 +119,7 @@ fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
                 data: d.as_bytes(),
             })
             .collect();
+        let stream = &streams[round % streams.len()];
         let outcome = stream.put_records(&puts);
         acked.put.extend(
             records
@@ -208,12 +214,23 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
 
 #[test]
 fn every_fsync_of_a_stream_workload_can_fail_into_a_power_loss() {
+    sweep(1);
+}
+
+/// Two processes take turns putting and resharding.
+#[test]
+fn every_fsync_of_a_two_process_stream_workload_can_fail_into_a_power_loss() {
+    sweep(2);
+}
+
+/// `processes` data-directory handles on the one storage, each standing for a process.
+fn sweep(processes: usize) {
     let (sim, clock) = fresh();
-    let data = open(&sim, &clock);
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
     let before = file_syncs(&sim);
     let mut acked = Acked::default();
-    workload(&data, &mut acked).unwrap();
-    drop(data);
+    workload(&dirs.iter().collect::<Vec<_>>(), &mut acked).unwrap();
+    drop(dirs);
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 30, "the workload fsyncs {syncs} times");
     assert!(!acked.checkpointed.is_empty(), "the workload consumes");
@@ -222,12 +239,12 @@ fn every_fsync_of_a_stream_workload_can_fail_into_a_power_loss() {
     for n in 0..syncs {
         for plan in sweep_crashes(n) {
             let (sim, clock) = fresh();
-            let data = open(&sim, &clock);
+            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
             sim.fail_sync_after(n);
             let mut acked = Acked::default();
-            let outcome = workload(&data, &mut acked);
+            let outcome = workload(&dirs.iter().collect::<Vec<_>>(), &mut acked);
             assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
-            drop(data);
+            drop(dirs);
             verify(
                 &sim.crash(plan),
                 &clock,
