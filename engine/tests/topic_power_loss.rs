@@ -112,9 +112,14 @@ fn deliver(f: Fan, data: &DataDir) -> shoal_engine::Result<u64> {
 }
 
 /// Runs until the first error (an injected fault) or the end.
-fn workload(f: Fan, data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
-    let topic = data.topic(f.topic)?;
-    let a = data.queue(f.a)?;
+/// Publishes, deliveries and the consumer's steps go through each of `dirs` in turn
+/// (processes sharing the topic and its queues).
+fn workload(f: Fan, dirs: &[&DataDir], acked: &mut Acked) -> shoal_engine::Result<()> {
+    let mut step = 0;
+    let mut next = || {
+        step += 1;
+        dirs[step % dirs.len()]
+    };
     for round in 0..6 {
         let batch: Vec<PublishMessage> = (0..5)
             .map(|i| {
@@ -127,9 +132,10 @@ fn workload(f: Fan, data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<(
             })
             .collect();
         acked.attempted.extend(batch.iter().map(|m| m.body.clone()));
-        topic.publish_batch(&batch)?;
+        next().topic(f.topic)?.publish_batch(&batch)?;
         acked.published.extend(batch.into_iter().map(|m| m.body));
-        deliver(f, data)?;
+        deliver(f, next())?;
+        let a = next().queue(f.a)?;
         let got = a.receive(&Receive {
             max_messages: 3,
             wait: Some(Duration::ZERO),
@@ -144,7 +150,7 @@ fn workload(f: Fan, data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<(
             acked.deleted.insert(m.body.clone());
         }
         if round % 3 == 2 {
-            topic.reclaim()?;
+            next().topic(f.topic)?.reclaim()?;
         }
     }
     Ok(())
@@ -199,21 +205,28 @@ fn verify(f: Fan, after: &SimStorage, clock: &ManualClock, acked: &Acked, case: 
 
 #[test]
 fn every_fsync_of_a_fan_out_workload_can_fail_into_a_power_loss() {
-    sweep(STANDARD);
+    sweep(STANDARD, 1);
 }
 
 #[test]
 fn every_fsync_of_a_fifo_fan_out_workload_can_fail_into_a_power_loss() {
-    sweep(FIFO);
+    sweep(FIFO, 1);
 }
 
-fn sweep(f: Fan) {
+/// Two processes take turns publishing, delivering and consuming.
+#[test]
+fn every_fsync_of_a_two_process_fan_out_workload_can_fail_into_a_power_loss() {
+    sweep(STANDARD, 2);
+}
+
+/// `processes` data-directory handles on the one storage, each standing for a process.
+fn sweep(f: Fan, processes: usize) {
     let (sim, clock) = fresh(f);
-    let data = open(&sim, &clock);
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
     let before = file_syncs(&sim);
     let mut acked = Acked::default();
-    workload(f, &data, &mut acked).unwrap();
-    drop(data);
+    workload(f, &dirs.iter().collect::<Vec<_>>(), &mut acked).unwrap();
+    drop(dirs);
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload consumes");
@@ -228,14 +241,14 @@ fn sweep(f: Fan) {
     for n in 0..syncs {
         for plan in sweep_crashes(n) {
             let (sim, clock) = fresh(f);
-            let data = open(&sim, &clock);
+            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
             sim.fail_sync_after(n);
             let mut acked = Acked::default();
             // A publish is acknowledged once it is in the topic: a failure of the delivery
             // that follows it is a warning, and the message stays pending. So the workload
             // may go on past the failed fsync.
-            let _ = workload(f, &data, &mut acked);
-            drop(data);
+            let _ = workload(f, &dirs.iter().collect::<Vec<_>>(), &mut acked);
+            drop(dirs);
             verify(
                 f,
                 &sim.crash(plan),
