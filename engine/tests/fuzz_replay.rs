@@ -123,24 +123,27 @@ fn service_model() {
 // Engine bugs the fuzz targets found, as plain tests (their inputs are in fuzz/regressions/).
 // ------------------------------------------------------------------------------------------
 
+/// A data directory at `/data` on `sim`.
+fn open_data(
+    sim: &shoal_engine::storage::SimStorage,
+    clock: &std::sync::Arc<shoal_engine::clock::ManualClock>,
+) -> shoal_engine::DataDir {
+    let storage: shoal_engine::storage::SharedStorage = std::sync::Arc::new(sim.clone());
+    shoal_engine::DataDir::open_with("/data", storage, clock.clone()).unwrap()
+}
+
 /// `service_model` (regressions/service_model/stale-head-after-power-loss): a log's head is
 /// never fsynced, so after a power loss it may be older than the records it describes, or
 /// empty. Stream readers trusted it: a shard nobody put to since returned none of its
 /// acknowledged records (a closed parent shard, never), or failed on an empty head.
 #[test]
 fn stream_shards_read_every_acknowledged_record_after_a_power_loss() {
-    use std::sync::Arc;
-
-    use shoal_engine::DataDir;
     use shoal_engine::clock::ManualClock;
-    use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
+    use shoal_engine::storage::{CrashPlan, SimStorage};
     use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
 
     let clock = ManualClock::new(1_700_000_000_000);
-    let open = |sim: &SimStorage| {
-        let storage: SharedStorage = Arc::new(sim.clone());
-        DataDir::open_with("/data", storage, clock.clone()).unwrap()
-    };
+    let open = |sim: &SimStorage| open_data(sim, &clock);
     let sim = SimStorage::new();
     let data = open(&sim);
     data.create_stream(&CreateStream::new("s", 1)).unwrap();
@@ -183,18 +186,13 @@ fn stream_shards_read_every_acknowledged_record_after_a_power_loss() {
 /// would have checkpointed it as finished and never read what is put to it afterwards.
 #[test]
 fn an_interrupted_reshard_does_not_end_the_shard() {
-    use std::sync::Arc;
-
     use shoal_engine::DataDir;
     use shoal_engine::clock::ManualClock;
-    use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
+    use shoal_engine::storage::{CrashPlan, SimStorage};
     use shoal_engine::stream::{CreateStream, PutRecord, StartPosition};
 
     let clock = ManualClock::new(1_700_000_000_000);
-    let open = |sim: &SimStorage| {
-        let storage: SharedStorage = Arc::new(sim.clone());
-        DataDir::open_with("/data", storage, clock.clone()).unwrap()
-    };
+    let open = |sim: &SimStorage| open_data(sim, &clock);
     let put = |data: &DataDir, body: &[u8]| {
         let outcome = data.stream("s").unwrap().put_records(&[PutRecord {
             partition_key: "k",
