@@ -254,3 +254,31 @@ fn sweep(processes: usize) {
         }
     }
 }
+
+/// The same promises when a write is torn instead (7 bytes of it reach the file, then the
+/// write fails), at every write of the workload in turn.
+#[test]
+fn every_write_of_a_stream_workload_can_be_torn() {
+    for n in 0.. {
+        let (sim, clock) = fresh();
+        let data = open(&sim, &clock);
+        sim.tear_write_after(n, 7);
+        let mut acked = Acked::default();
+        let _ = workload(&[&data], &mut acked);
+        drop(data);
+        // Whether the tear fired tells the end (a step may absorb a failed write).
+        let past_the_end = sim.fault_pending();
+        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
+            verify(
+                &sim.crash(plan),
+                &clock,
+                &acked,
+                &format!("write {n} torn, then {plan:?}"),
+            );
+        }
+        if past_the_end {
+            assert!(n > 50, "the workload writes {n} times");
+            break;
+        }
+    }
+}

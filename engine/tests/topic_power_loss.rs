@@ -259,3 +259,33 @@ fn sweep(f: Fan, processes: usize) {
         }
     }
 }
+
+/// The same promises when a write is torn instead (7 bytes of it reach the file, then the
+/// write fails), at every write of the workload in turn.
+#[test]
+fn every_write_of_a_fan_out_workload_can_be_torn() {
+    for n in 0.. {
+        let (sim, clock) = fresh(STANDARD);
+        let data = open(&sim, &clock);
+        sim.tear_write_after(n, 7);
+        let mut acked = Acked::default();
+        // A failed delivery after an acknowledged publish is a warning, and a cursor saved
+        // when a handle drops may fail unseen: whether the tear fired tells the end.
+        let _ = workload(STANDARD, &[&data], &mut acked);
+        drop(data);
+        let past_the_end = sim.fault_pending();
+        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
+            verify(
+                STANDARD,
+                &sim.crash(plan),
+                &clock,
+                &acked,
+                &format!("write {n} torn, then {plan:?}"),
+            );
+        }
+        if past_the_end {
+            assert!(n > 50, "the workload writes {n} times");
+            break;
+        }
+    }
+}

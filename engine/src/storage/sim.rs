@@ -154,6 +154,14 @@ impl SimStorage {
         self.state().faults.tear = Some((n, keep));
     }
 
+    /// True while a fault armed by [`SimStorage::fail_sync_after`] or
+    /// [`SimStorage::tear_write_after`] has not fired yet (a sweep that arms one per step knows
+    /// it went past the workload's last write or fsync).
+    pub fn fault_pending(&self) -> bool {
+        let faults = &self.state().faults;
+        faults.syncs_before_failure.is_some() || faults.tear.is_some()
+    }
+
     /// Clears every pending fault.
     pub fn clear_faults(&self) {
         self.state().faults = Faults::default();
