@@ -261,3 +261,32 @@ fn every_fsync_of_an_administration_workload_can_fail_into_a_power_loss() {
         }
     }
 }
+
+/// The same promises when a write is torn instead (7 bytes of it reach the file, then the
+/// write fails), at every write of the workload in turn.
+#[test]
+fn every_write_of_an_administration_workload_can_be_torn() {
+    for n in 0.. {
+        let sim = SimStorage::new();
+        let clock = ManualClock::new(T0);
+        let data = open(&sim, &clock).unwrap();
+        sim.tear_write_after(n, 7);
+        let mut acked = Acked::default();
+        let _ = workload(&data, &mut acked);
+        drop(data);
+        // Whether the tear fired tells the end (a step may absorb a failed write).
+        let past_the_end = sim.fault_pending();
+        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
+            verify(
+                &sim.crash(plan),
+                &clock,
+                &acked,
+                &format!("write {n} torn, then {plan:?}"),
+            );
+        }
+        if past_the_end {
+            assert!(n > 20, "the workload writes {n} times");
+            break;
+        }
+    }
+}
