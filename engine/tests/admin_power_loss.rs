@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{T0, file_syncs, sweep_crashes};
+use common::{T0, fail_every_fsync, file_syncs, tear_every_write};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -229,64 +229,43 @@ fn verify(after: &SimStorage, clock: &Arc<ManualClock>, acked: &Acked, case: &st
 
 #[test]
 fn every_fsync_of_an_administration_workload_can_fail_into_a_power_loss() {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(T0);
-    let data = open(&sim, &clock).unwrap();
-    let before = file_syncs(&sim);
-    let mut acked = Acked::default();
-    workload(&data, &mut acked).unwrap();
-    drop(data);
+    let mut before = 0;
+    let (sim, (clock, acked, failed)) = run(|sim| before = file_syncs(sim));
+    assert!(!failed, "the workload fails without a fault");
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 20, "the workload fsyncs {syncs} times");
     verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
 
-    for n in 0..syncs {
-        for plan in sweep_crashes(n) {
-            let sim = SimStorage::new();
-            let clock = ManualClock::new(T0);
-            let data = open(&sim, &clock).unwrap();
-            sim.fail_sync_after(n);
-            let mut acked = Acked::default();
-            // A few fsyncs fail without failing a step: a topic handle saves its delivery
-            // cursor when dropped, and a cursor that lags only makes the next delivery
-            // look further back.
-            let _ = workload(&data, &mut acked);
-            drop(data);
-            verify(
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("fsync {n} failed, then {plan:?}"),
-            );
-        }
-    }
+    // A few fsyncs fail without failing a step: a topic handle saves its delivery cursor
+    // when dropped, and a cursor that lags only makes the next delivery look further back.
+    fail_every_fsync(
+        syncs,
+        |n| run(|sim| sim.fail_sync_after(n)),
+        |after, (clock, acked, _), case| verify(after, clock, acked, case),
+    );
+}
+
+/// A fresh directory, `arm` called on its storage, then the workload until it fails: the
+/// storage and (clock, what the workload was told, whether a step failed).
+fn run(arm: impl FnOnce(&SimStorage)) -> (SimStorage, (Arc<ManualClock>, Acked, bool)) {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let data = open(&sim, &clock).unwrap();
+    arm(&sim);
+    let mut acked = Acked::default();
+    let failed = workload(&data, &mut acked).is_err();
+    drop(data);
+    (sim, (clock, acked, failed))
 }
 
 /// The same promises when a write is torn instead (7 bytes of it reach the file, then the
 /// write fails), at every write of the workload in turn.
 #[test]
 fn every_write_of_an_administration_workload_can_be_torn() {
-    for n in 0.. {
-        let sim = SimStorage::new();
-        let clock = ManualClock::new(T0);
-        let data = open(&sim, &clock).unwrap();
-        sim.tear_write_after(n, 7);
-        let mut acked = Acked::default();
-        let _ = workload(&data, &mut acked);
-        drop(data);
-        // Whether the tear fired tells the end (a step may absorb a failed write).
-        let past_the_end = sim.fault_pending();
-        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
-            verify(
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("write {n} torn, then {plan:?}"),
-            );
-        }
-        if past_the_end {
-            assert!(n > 20, "the workload writes {n} times");
-            break;
-        }
-    }
+    let writes = tear_every_write(
+        &[CrashPlan::PowerLoss, CrashPlan::ProcessCrash],
+        |n| run(|sim| sim.tear_write_after(n, 7)),
+        |after, (clock, acked, _), case| verify(after, clock, acked, case),
+    );
+    assert!(writes > 20, "the workload writes {writes} times");
 }

@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{T0, drain_queue, file_syncs, sweep_crashes};
+use common::{T0, drain_queue, fail_every_fsync, file_syncs, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -314,13 +314,9 @@ fn every_fsync_of_a_two_process_queue_workload_can_fail_into_a_power_loss() {
 /// `processes` data-directory handles on the one storage, each standing for a process.
 fn sweep(q: Names, processes: usize) {
     // The workload without faults, crashed at its end, and how many fsyncs it makes.
-    let (sim, clock) = fresh(q);
-    let before = file_syncs(&sim);
-    let mut acked = Acked::default();
-    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-    let handles: Vec<&DataDir> = dirs.iter().collect();
-    workload(q, &handles, &clock, &mut acked).unwrap();
-    drop(dirs);
+    let mut before = 0;
+    let (sim, (clock, acked, failed)) = run(q, processes, |sim| before = file_syncs(sim));
+    assert!(!failed, "the workload fails without a fault");
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload deletes");
@@ -333,25 +329,32 @@ fn sweep(q: Names, processes: usize) {
         "no fault",
     );
 
-    for n in 0..syncs {
-        for plan in sweep_crashes(n) {
-            let (sim, clock) = fresh(q);
-            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-            let handles: Vec<&DataDir> = dirs.iter().collect();
-            sim.fail_sync_after(n);
-            let mut acked = Acked::default();
-            let outcome = workload(q, &handles, &clock, &mut acked);
-            assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
-            drop(dirs);
-            verify(
-                q,
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("fsync {n} failed, then {plan:?}"),
-            );
-        }
-    }
+    fail_every_fsync(
+        syncs,
+        |n| {
+            let (sim, told) = run(q, processes, |sim| sim.fail_sync_after(n));
+            assert!(told.2, "fsync {n} of {syncs} was never made");
+            (sim, told)
+        },
+        |after, (clock, acked, _), case| verify(q, after, clock, acked, case),
+    );
+}
+
+/// Fresh queues, `processes` handles on their storage, `arm` called on the storage, then the
+/// workload until it fails: the storage and (clock, what the workload was told, whether a
+/// step failed).
+fn run(
+    q: Names,
+    processes: usize,
+    arm: impl FnOnce(&SimStorage),
+) -> (SimStorage, (Arc<ManualClock>, Acked, bool)) {
+    let (sim, clock) = fresh(q);
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
+    arm(&sim);
+    let mut acked = Acked::default();
+    let failed = workload(q, &dirs.iter().collect::<Vec<_>>(), &clock, &mut acked).is_err();
+    drop(dirs);
+    (sim, (clock, acked, failed))
 }
 
 /// The same promises when a write is torn instead (7 bytes of it reach the file, then the
@@ -368,27 +371,10 @@ fn every_write_of_a_never_durable_queue_workload_can_be_torn() {
 }
 
 fn tear_sweep(q: Names, plans: &[CrashPlan]) {
-    for n in 0.. {
-        let (sim, clock) = fresh(q);
-        let data = open(&sim, &clock);
-        sim.tear_write_after(n, 7);
-        let mut acked = Acked::default();
-        let _ = workload(q, &[&data], &clock, &mut acked);
-        drop(data);
-        // Whether the tear fired tells the end (a step may absorb a failed write).
-        let past_the_end = sim.fault_pending();
-        for plan in plans {
-            verify(
-                q,
-                &sim.crash(*plan),
-                &clock,
-                &acked,
-                &format!("write {n} torn, then {plan:?}"),
-            );
-        }
-        if past_the_end {
-            assert!(n > 100, "the workload writes {n} times");
-            break;
-        }
-    }
+    let writes = tear_every_write(
+        plans,
+        |n| run(q, 1, |sim| sim.tear_write_after(n, 7)),
+        |after, (clock, acked, _), case| verify(q, after, clock, acked, case),
+    );
+    assert!(writes > 100, "the workload writes {writes} times");
 }

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{T0, file_syncs, sweep_crashes};
+use common::{T0, fail_every_fsync, file_syncs, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -225,60 +225,49 @@ fn every_fsync_of_a_two_process_stream_workload_can_fail_into_a_power_loss() {
 
 /// `processes` data-directory handles on the one storage, each standing for a process.
 fn sweep(processes: usize) {
-    let (sim, clock) = fresh();
-    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-    let before = file_syncs(&sim);
-    let mut acked = Acked::default();
-    workload(&dirs.iter().collect::<Vec<_>>(), &mut acked).unwrap();
-    drop(dirs);
+    let mut before = 0;
+    let (sim, (clock, acked, failed)) = run(processes, |sim| before = file_syncs(sim));
+    assert!(!failed, "the workload fails without a fault");
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 30, "the workload fsyncs {syncs} times");
     assert!(!acked.checkpointed.is_empty(), "the workload consumes");
     verify(&sim.crash(CrashPlan::PowerLoss), &clock, &acked, "no fault");
 
-    for n in 0..syncs {
-        for plan in sweep_crashes(n) {
-            let (sim, clock) = fresh();
-            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-            sim.fail_sync_after(n);
-            let mut acked = Acked::default();
-            let outcome = workload(&dirs.iter().collect::<Vec<_>>(), &mut acked);
-            assert!(outcome.is_err(), "fsync {n} of {syncs} was never made");
-            drop(dirs);
-            verify(
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("fsync {n} failed, then {plan:?}"),
-            );
-        }
-    }
+    fail_every_fsync(
+        syncs,
+        |n| {
+            let (sim, told) = run(processes, |sim| sim.fail_sync_after(n));
+            assert!(told.2, "fsync {n} of {syncs} was never made");
+            (sim, told)
+        },
+        |after, (clock, acked, _), case| verify(after, clock, acked, case),
+    );
+}
+
+/// A fresh stream, `processes` handles on its storage, `arm` called on the storage, then the
+/// workload until it fails: the storage and (clock, what the workload was told, whether a
+/// step failed).
+fn run(
+    processes: usize,
+    arm: impl FnOnce(&SimStorage),
+) -> (SimStorage, (Arc<ManualClock>, Acked, bool)) {
+    let (sim, clock) = fresh();
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
+    arm(&sim);
+    let mut acked = Acked::default();
+    let failed = workload(&dirs.iter().collect::<Vec<_>>(), &mut acked).is_err();
+    drop(dirs);
+    (sim, (clock, acked, failed))
 }
 
 /// The same promises when a write is torn instead (7 bytes of it reach the file, then the
 /// write fails), at every write of the workload in turn.
 #[test]
 fn every_write_of_a_stream_workload_can_be_torn() {
-    for n in 0.. {
-        let (sim, clock) = fresh();
-        let data = open(&sim, &clock);
-        sim.tear_write_after(n, 7);
-        let mut acked = Acked::default();
-        let _ = workload(&[&data], &mut acked);
-        drop(data);
-        // Whether the tear fired tells the end (a step may absorb a failed write).
-        let past_the_end = sim.fault_pending();
-        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
-            verify(
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("write {n} torn, then {plan:?}"),
-            );
-        }
-        if past_the_end {
-            assert!(n > 50, "the workload writes {n} times");
-            break;
-        }
-    }
+    let writes = tear_every_write(
+        &[CrashPlan::PowerLoss, CrashPlan::ProcessCrash],
+        |n| run(1, |sim| sim.tear_write_after(n, 7)),
+        |after, (clock, acked, _), case| verify(after, clock, acked, case),
+    );
+    assert!(writes > 50, "the workload writes {writes} times");
 }

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{T0, drain_queue, file_syncs, sweep_crashes};
+use common::{T0, drain_queue, fail_every_fsync, file_syncs, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -221,12 +221,9 @@ fn every_fsync_of_a_two_process_fan_out_workload_can_fail_into_a_power_loss() {
 
 /// `processes` data-directory handles on the one storage, each standing for a process.
 fn sweep(f: Fan, processes: usize) {
-    let (sim, clock) = fresh(f);
-    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-    let before = file_syncs(&sim);
-    let mut acked = Acked::default();
-    workload(f, &dirs.iter().collect::<Vec<_>>(), &mut acked).unwrap();
-    drop(dirs);
+    let mut before = 0;
+    let (sim, (clock, acked, failed)) = run(f, processes, |sim| before = file_syncs(sim));
+    assert!(!failed, "the workload fails without a fault");
     let syncs = file_syncs(&sim) - before;
     assert!(syncs > 50, "the workload fsyncs {syncs} times");
     assert!(!acked.deleted.is_empty(), "the workload consumes");
@@ -238,54 +235,40 @@ fn sweep(f: Fan, processes: usize) {
         "no fault",
     );
 
-    for n in 0..syncs {
-        for plan in sweep_crashes(n) {
-            let (sim, clock) = fresh(f);
-            let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
-            sim.fail_sync_after(n);
-            let mut acked = Acked::default();
-            // A publish is acknowledged once it is in the topic: a failure of the delivery
-            // that follows it is a warning, and the message stays pending. So the workload
-            // may go on past the failed fsync.
-            let _ = workload(f, &dirs.iter().collect::<Vec<_>>(), &mut acked);
-            drop(dirs);
-            verify(
-                f,
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("fsync {n} failed, then {plan:?}"),
-            );
-        }
-    }
+    fail_every_fsync(
+        syncs,
+        |n| run(f, processes, |sim| sim.fail_sync_after(n)),
+        |after, (clock, acked, _), case| verify(f, after, clock, acked, case),
+    );
+}
+
+/// A fresh topic and queues, `processes` handles on its storage, `arm` called on the
+/// storage, then the workload until it fails: the storage and (clock, what the workload was
+/// told, whether a step failed). A publish is acknowledged once it is in the topic: a failure of the delivery that
+/// follows it is a warning, and the message stays pending, so the workload may go on past
+/// the fault.
+fn run(
+    f: Fan,
+    processes: usize,
+    arm: impl FnOnce(&SimStorage),
+) -> (SimStorage, (Arc<ManualClock>, Acked, bool)) {
+    let (sim, clock) = fresh(f);
+    let dirs: Vec<DataDir> = (0..processes).map(|_| open(&sim, &clock)).collect();
+    arm(&sim);
+    let mut acked = Acked::default();
+    let failed = workload(f, &dirs.iter().collect::<Vec<_>>(), &mut acked).is_err();
+    drop(dirs);
+    (sim, (clock, acked, failed))
 }
 
 /// The same promises when a write is torn instead (7 bytes of it reach the file, then the
 /// write fails), at every write of the workload in turn.
 #[test]
 fn every_write_of_a_fan_out_workload_can_be_torn() {
-    for n in 0.. {
-        let (sim, clock) = fresh(STANDARD);
-        let data = open(&sim, &clock);
-        sim.tear_write_after(n, 7);
-        let mut acked = Acked::default();
-        // A failed delivery after an acknowledged publish is a warning, and a cursor saved
-        // when a handle drops may fail unseen: whether the tear fired tells the end.
-        let _ = workload(STANDARD, &[&data], &mut acked);
-        drop(data);
-        let past_the_end = sim.fault_pending();
-        for plan in [CrashPlan::PowerLoss, CrashPlan::ProcessCrash] {
-            verify(
-                STANDARD,
-                &sim.crash(plan),
-                &clock,
-                &acked,
-                &format!("write {n} torn, then {plan:?}"),
-            );
-        }
-        if past_the_end {
-            assert!(n > 50, "the workload writes {n} times");
-            break;
-        }
-    }
+    let writes = tear_every_write(
+        &[CrashPlan::PowerLoss, CrashPlan::ProcessCrash],
+        |n| run(STANDARD, 1, |sim| sim.tear_write_after(n, 7)),
+        |after, (clock, acked, _), case| verify(STANDARD, after, clock, acked, case),
+    );
+    assert!(writes > 50, "the workload writes {writes} times");
 }

@@ -126,15 +126,59 @@ pub fn file_syncs(sim: &SimStorage) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The crashes a power-loss sweep follows each failed fsync with: a clean power loss, one
-/// that keeps a seeded part of the unsynced bytes, and the process dying.
-pub fn sweep_crashes(n: u64) -> [shoal_engine::storage::CrashPlan; 3] {
+/// A power-loss sweep over fsyncs: for each `n` below `syncs`, `run(n)` builds a fresh
+/// directory, arms `fail_sync_after(n)` on its storage, runs the workload and returns the
+/// storage and what the workload was told; `check` then gets each crash image of it (a clean
+/// power loss, one that keeps a seeded part of the unsynced bytes, the process dying) with a
+/// label for its messages.
+pub fn fail_every_fsync<T>(
+    syncs: u64,
+    mut run: impl FnMut(u64) -> (SimStorage, T),
+    mut check: impl FnMut(&SimStorage, &T, &str),
+) {
     use shoal_engine::storage::CrashPlan;
-    [
-        CrashPlan::PowerLoss,
-        CrashPlan::PowerLossTorn { seed: n + 1 },
-        CrashPlan::ProcessCrash,
-    ]
+    for n in 0..syncs {
+        let (sim, told) = run(n);
+        for plan in [
+            CrashPlan::PowerLoss,
+            CrashPlan::PowerLossTorn { seed: n + 1 },
+            CrashPlan::ProcessCrash,
+        ] {
+            check(
+                &sim.crash(plan),
+                &told,
+                &format!("fsync {n} failed, then {plan:?}"),
+            );
+        }
+    }
+}
+
+/// A torn-write sweep: for n = 0, 1, ... `run(n)` builds a fresh directory, arms
+/// `tear_write_after(n, 7)` on its storage, runs the workload and returns the storage and
+/// what the workload was told; `check` then gets each crash image of `plans`. Ends after the
+/// first run whose tear never fired (the workload has fewer writes; some steps absorb a
+/// failed write, so the workload's own outcome cannot tell); returns that `n`.
+pub fn tear_every_write<T>(
+    plans: &[shoal_engine::storage::CrashPlan],
+    mut run: impl FnMut(u64) -> (SimStorage, T),
+    mut check: impl FnMut(&SimStorage, &T, &str),
+) -> u64 {
+    let mut n = 0;
+    loop {
+        let (sim, told) = run(n);
+        let past_the_end = sim.fault_pending();
+        for plan in plans {
+            check(
+                &sim.crash(*plan),
+                &told,
+                &format!("write {n} torn, then {plan:?}"),
+            );
+        }
+        if past_the_end {
+            return n;
+        }
+        n += 1;
+    }
 }
 
 /// Receives (10 at a time) and deletes everything in queue `name`; the bodies, in the order
