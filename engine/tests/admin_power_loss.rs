@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{T0, fail_every_fsync, file_syncs, tear_every_write};
+use common::{T0, fail_every_fsync, file_syncs, subscribe_queue, tear_every_write};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use shoal_engine::clock::ManualClock;
 use shoal_engine::queue::{QueueAttributes, Receive, SendMessage};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::stream::{CreateStream, PutRecord};
-use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
+use shoal_engine::topic::{PublishMessage, TopicAttributes};
 use shoal_engine::{DataDir, Error};
 
 fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> shoal_engine::Result<DataDir> {
@@ -60,17 +60,6 @@ impl Acked {
     }
 }
 
-fn to_queue(queue: &str) -> Subscribe {
-    Subscribe {
-        protocol: Protocol::Queue,
-        endpoint: queue.into(),
-        raw: true,
-        filter_policy: None,
-        filter_scope: FilterScope::Attributes,
-        dead_letter_queue: None,
-    }
-}
-
 /// Runs until the first error (an injected fault) or the end.
 fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
     let q = QueueAttributes::defaults(false);
@@ -93,7 +82,7 @@ fn workload(data: &DataDir, acked: &mut Acked) -> shoal_engine::Result<()> {
         true,
         data.create_topic("t", &TopicAttributes::defaults(false)),
     )?;
-    let sub = data.subscribe("t", &to_queue("q"))?;
+    let sub = data.subscribe("t", &subscribe_queue("q", None, true))?;
     data.queue("q")?.send(&SendMessage::new("one"))?;
     let published = data.topic("t")?.publish(&PublishMessage::new("two"))?;
     if !published.warnings.is_empty() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shoal_engine::queue::{QueueAttributes, QueueCounts, Receive, SendMessage};
 use shoal_engine::stream::{CreateStream, PutRecord};
-use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
+use shoal_engine::topic::{PublishMessage, TopicAttributes};
 
 fn bytes_under(sim: &shoal_engine::storage::SimStorage, dir: &str) -> (u64, u64) {
     let files: Vec<_> = sim
@@ -67,18 +67,8 @@ fn stats_count_what_each_resource_holds_and_its_files() {
             data.create_queue(queue, &QueueAttributes::defaults(false))
                 .unwrap();
         }
-        data.subscribe(
-            "news",
-            &Subscribe {
-                protocol: Protocol::Queue,
-                endpoint: queue.into(),
-                raw: true,
-                filter_policy: None,
-                filter_scope: FilterScope::Attributes,
-                dead_letter_queue: None,
-            },
-        )
-        .unwrap();
+        data.subscribe("news", &common::subscribe_queue(queue, None, true))
+            .unwrap();
     }
     let topic = data.topic("news").unwrap();
     for n in 0..4 {

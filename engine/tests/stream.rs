@@ -5,6 +5,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,24 +36,9 @@ fn put(stream: &Stream, key: &str, data: &str) -> (String, String) {
     (r.shard_id(), r.sequence_number())
 }
 
-/// Every record of the stream, shard by shard in index order (parents before children).
+/// Every record of the stream as (shard, key, data), 7 per read so that reads page.
 fn read_stream(stream: &Stream) -> Vec<(u32, String, String)> {
-    let mut out = Vec::new();
-    for shard in stream.shard_indexes().unwrap() {
-        let mut it = stream
-            .shard_iterator(shard, StartPosition::TrimHorizon)
-            .unwrap();
-        loop {
-            let got = stream.get_records(&mut it, 7).unwrap();
-            if got.records.is_empty() {
-                break;
-            }
-            for r in got.records {
-                out.push((shard, r.partition_key, String::from_utf8(r.data).unwrap()));
-            }
-        }
-    }
-    out
+    common::read_stream(stream, 7)
 }
 
 #[test]

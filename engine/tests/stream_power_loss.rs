@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{T0, fail_every_fsync, file_syncs, tear_every_write};
+use common::{T0, fail_every_fsync, file_syncs, read_stream, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use shoal_engine::DataDir;
 use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
-use shoal_engine::stream::{Consumer, CreateStream, PutRecord, StartPosition, Stream};
+use shoal_engine::stream::{Consumer, CreateStream, PutRecord};
 
 const KEYS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 
@@ -146,28 +146,6 @@ fn workload(dirs: &[&DataDir], acked: &mut Acked) -> shoal_engine::Result<()> {
     Ok(())
 }
 
-/// Every record, shard by shard in index order (parents before children).
-fn read_all(stream: &Stream) -> Vec<String> {
-    let mut out = Vec::new();
-    for shard in stream.shard_indexes().unwrap() {
-        let mut it = stream
-            .shard_iterator(shard, StartPosition::TrimHorizon)
-            .unwrap();
-        loop {
-            let got = stream.get_records(&mut it, 100).unwrap();
-            if got.records.is_empty() {
-                break;
-            }
-            out.extend(
-                got.records
-                    .iter()
-                    .map(|r| String::from_utf8(r.data.clone()).unwrap()),
-            );
-        }
-    }
-    out
-}
-
 /// Each key's records in `order` come in the order they were put.
 fn in_key_order(order: &[String], case: &str) {
     let mut last: BTreeMap<usize, &str> = BTreeMap::new();
@@ -183,7 +161,10 @@ fn verify(after: &SimStorage, clock: &ManualClock, acked: &Acked, case: &str) {
     let clock = ManualClock::new(clock.now_ms() + 1000);
     let data = open(after, &clock);
     let stream = data.stream("s").unwrap();
-    let all = read_all(&stream);
+    let all: Vec<String> = read_stream(&stream, 100)
+        .into_iter()
+        .map(|(_, _, data)| data)
+        .collect();
     let mut seen = BTreeSet::new();
     for d in &all {
         assert!(acked.attempted.contains(d), "{case}: {d} never put");

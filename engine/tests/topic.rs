@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Env, env};
+use common::{Env, env, subscribe_queue};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,17 +24,6 @@ impl Env {
     fn other(&self) -> DataDir {
         let storage: SharedStorage = Arc::new(self.sim.clone());
         DataDir::open_with("/data", storage, self.clock.clone()).unwrap()
-    }
-}
-
-fn subscribe_queue(queue: &str, policy: Option<&str>, raw: bool) -> Subscribe {
-    Subscribe {
-        protocol: Protocol::Queue,
-        endpoint: queue.into(),
-        raw,
-        filter_policy: policy.map(str::to_string),
-        filter_scope: FilterScope::Attributes,
-        dead_letter_queue: None,
     }
 }
 

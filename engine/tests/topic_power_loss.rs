@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{T0, drain_queue, fail_every_fsync, file_syncs, tear_every_write};
+use common::{T0, drain_queue, fail_every_fsync, file_syncs, subscribe_queue, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::queue::{QueueAttributes, Receive};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
-use shoal_engine::topic::{FilterScope, Protocol, PublishMessage, Subscribe, TopicAttributes};
+use shoal_engine::topic::{PublishMessage, TopicAttributes};
 use shoal_engine::{DataDir, DirOptions, Error};
 
 /// The topic and its two queues: standard, or FIFO.
@@ -70,18 +70,8 @@ fn fresh(f: Fan) -> (SimStorage, Arc<ManualClock>) {
     for queue in [f.a, f.b] {
         data.create_queue(queue, &QueueAttributes::defaults(f.fifo))
             .unwrap();
-        data.subscribe(
-            f.topic,
-            &Subscribe {
-                protocol: Protocol::Queue,
-                endpoint: queue.into(),
-                raw: true,
-                filter_policy: None,
-                filter_scope: FilterScope::Attributes,
-                dead_letter_queue: None,
-            },
-        )
-        .unwrap();
+        data.subscribe(f.topic, &subscribe_queue(queue, None, true))
+            .unwrap();
     }
     (sim, clock)
 }

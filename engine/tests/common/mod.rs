@@ -204,3 +204,44 @@ pub fn drain_queue(data: &shoal_engine::DataDir, name: &str) -> Vec<String> {
         bodies.extend(got.into_iter().map(|m| m.body));
     }
 }
+
+/// A subscription delivering to queue `queue` of the same directory, filtered by `policy`
+/// (on message attributes), raw or in the SNS envelope.
+pub fn subscribe_queue(
+    queue: &str,
+    policy: Option<&str>,
+    raw: bool,
+) -> shoal_engine::topic::Subscribe {
+    shoal_engine::topic::Subscribe {
+        protocol: shoal_engine::topic::Protocol::Queue,
+        endpoint: queue.into(),
+        raw,
+        filter_policy: policy.map(str::to_string),
+        filter_scope: shoal_engine::topic::FilterScope::Attributes,
+        dead_letter_queue: None,
+    }
+}
+
+/// Every record of `stream` as (shard, partition key, data), shard by shard in index order
+/// (parents before children), read `page` records per call.
+pub fn read_stream(
+    stream: &shoal_engine::stream::Stream,
+    page: usize,
+) -> Vec<(u32, String, String)> {
+    let mut out = Vec::new();
+    for shard in stream.shard_indexes().unwrap() {
+        let mut it = stream
+            .shard_iterator(shard, shoal_engine::stream::StartPosition::TrimHorizon)
+            .unwrap();
+        loop {
+            let got = stream.get_records(&mut it, page).unwrap();
+            if got.records.is_empty() {
+                break;
+            }
+            for r in got.records {
+                out.push((shard, r.partition_key, String::from_utf8(r.data).unwrap()));
+            }
+        }
+    }
+    out
+}
