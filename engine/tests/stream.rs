@@ -176,6 +176,59 @@ fn puts_route_by_md5_and_read_back_with_every_iterator() {
 }
 
 #[test]
+fn a_batch_routes_each_record_by_its_own_key() {
+    let (dir, _, _) = data_dir();
+    let d = dir.create_stream(&CreateStream::new("s", 4)).unwrap();
+    let stream = dir.stream("s").unwrap();
+    let owner = |hash: u128| {
+        let shard = d
+            .shards
+            .iter()
+            .find(|s| s.starting_hash_key <= hash && hash <= s.ending_hash_key)
+            .unwrap();
+        shard.shard_id.clone()
+    };
+    // Runs of one key, keys coming back after others, and explicit hash keys inside a run
+    // (the put hashes each run of a key once).
+    let keys = ["a", "a", "b", "b", "b", "a", "c", "c", "a", "b", "d", "d"];
+    let explicit = |i: usize| (i % 5 == 4).then(|| u128::MAX / 12 * i as u128);
+    let data: Vec<String> = (0..keys.len()).map(|i| format!("record-{i}")).collect();
+    let puts: Vec<PutRecord<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| PutRecord {
+            partition_key: key,
+            explicit_hash_key: explicit(i),
+            data: data[i].as_bytes(),
+        })
+        .collect();
+    let outcome = stream.put_records(&puts);
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let shards: Vec<String> = outcome.results.iter().map(|r| r.shard_id()).collect();
+    let expected: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| owner(explicit(i).unwrap_or_else(|| hash_partition_key(key))))
+        .collect();
+    assert_eq!(shards, expected);
+    let distinct: std::collections::BTreeSet<&String> = shards.iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "the keys spread over shards: {shards:?}"
+    );
+    // Each record reads back from the shard its result named.
+    let stored = read_stream(&stream);
+    assert_eq!(stored.len(), keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let found = stored
+            .iter()
+            .find(|(_, k, d)| k == key && *d == data[i])
+            .unwrap_or_else(|| panic!("record {i} is stored"));
+        assert_eq!(shard_id(found.0), shards[i]);
+    }
+}
+
+#[test]
 fn invalid_records_are_refused_and_nothing_is_written() {
     let (dir, _, sim) = data_dir();
     let mut create = CreateStream::new("s", 1);

@@ -83,18 +83,7 @@ impl Stream {
 
     /// Checks a record before anything is written.
     pub fn validate(&self, record: &PutRecord<'_>) -> Result<()> {
-        let chars = record.partition_key.chars().count();
-        if chars == 0 || chars > 256 {
-            return Err(Error::InvalidArgument(format!(
-                "partition key must be 1 to 256 characters, not {chars}"
-            )));
-        }
-        let size = record.partition_key.len() as u64 + record.data.len() as u64;
-        let max = u64::from(self.meta().max_record_bytes);
-        if size > max {
-            return Err(Error::RecordTooLarge { size, max });
-        }
-        Ok(())
+        check_record(record, self.meta().max_record_bytes)
     }
 
     /// Puts records: each goes to the open shard owning its hash key; records for one shard
@@ -112,7 +101,11 @@ impl Stream {
             )));
             return outcome;
         }
-        if let Some(e) = records.iter().find_map(|r| self.validate(r).err()) {
+        let max_record_bytes = self.meta().max_record_bytes;
+        if let Some(e) = records
+            .iter()
+            .find_map(|r| check_record(r, max_record_bytes).err())
+        {
             outcome.error = Some(e);
             return outcome;
         }
@@ -140,19 +133,7 @@ impl Stream {
             } else {
                 self.reload()?
             };
-            let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-            for (i, record) in records.iter().enumerate() {
-                if results[i].is_some() {
-                    continue;
-                }
-                let hash = record
-                    .explicit_hash_key
-                    .unwrap_or_else(|| hash_partition_key(record.partition_key));
-                let shard = meta.open_shard_for(hash).ok_or_else(|| {
-                    Error::Conflict(format!("no open shard owns hash key {hash}"))
-                })?;
-                groups.entry(shard.index).or_default().push(i);
-            }
+            let groups = group_by_shard(&meta, records, results)?;
             if groups.is_empty() {
                 return Ok(());
             }
@@ -544,4 +525,57 @@ impl Stream {
         *self.meta.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(meta);
         Ok(created)
     }
+}
+
+/// Checks a record's partition key and size against the stream's largest record.
+fn check_record(record: &PutRecord<'_>, max_record_bytes: u32) -> Result<()> {
+    let chars = record.partition_key.chars().count();
+    if chars == 0 || chars > 256 {
+        return Err(Error::InvalidArgument(format!(
+            "partition key must be 1 to 256 characters, not {chars}"
+        )));
+    }
+    let size = record.partition_key.len() as u64 + record.data.len() as u64;
+    let max = u64::from(max_record_bytes);
+    if size > max {
+        return Err(Error::RecordTooLarge { size, max });
+    }
+    Ok(())
+}
+
+/// The records not yet stored (`results[i]` still `None`), grouped by the open shard owning
+/// each one's hash key.
+fn group_by_shard(
+    meta: &StreamMeta,
+    records: &[PutRecord<'_>],
+    results: &[Option<PutResult>],
+) -> Result<BTreeMap<u32, Vec<usize>>> {
+    // With one open shard owning every hash key, no key needs hashing.
+    let only = meta.only_open_shard().map(|s| s.index);
+    // Puts often repeat a key record after record: hash each run of one key once.
+    let mut last: Option<(&str, u128)> = None;
+    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, record) in records.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
+        let hash = match (only, record.explicit_hash_key, last) {
+            (Some(index), ..) => {
+                groups.entry(index).or_default().push(i);
+                continue;
+            }
+            (None, Some(hash), _) => hash,
+            (None, None, Some((key, hash))) if key == record.partition_key => hash,
+            (None, None, _) => {
+                let hash = hash_partition_key(record.partition_key);
+                last = Some((record.partition_key, hash));
+                hash
+            }
+        };
+        let shard = meta
+            .open_shard_for(hash)
+            .ok_or_else(|| Error::Conflict(format!("no open shard owns hash key {hash}")))?;
+        groups.entry(shard.index).or_default().push(i);
+    }
+    Ok(groups)
 }

@@ -131,6 +131,15 @@ impl StreamMeta {
             .iter()
             .find(|s| !s.closed && s.start_hash <= hash && hash <= s.end_hash)
     }
+
+    /// The open shard owning every hash key, if there is one.
+    fn only_open_shard(&self) -> Option<&ShardMeta> {
+        let mut open = self.shards.iter().filter(|s| !s.closed);
+        match (open.next(), open.next()) {
+            (Some(s), None) if s.start_hash == 0 && s.end_hash == u128::MAX => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// One shard, as `describe` shows it.
