@@ -10,10 +10,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::workloads::{Measured, nanos};
 
+/// The file [`dd`] writes in the run's directory.
+pub const DD_FILE: &str = "dd.test";
+
 /// `dd if=/dev/zero bs=1M count=MIB conv=fdatasync`: sequential write bandwidth with one
-/// fdatasync at the end, in MB/s (decimal, as dd prints).
+/// fdatasync at the end, in MB/s (decimal, as dd prints). Leaves [`DD_FILE`] behind.
 pub fn dd(dir: &Path, mib: u64) -> Result<Measured> {
-    let file = dir.join("dd.test");
+    let file = dir.join(DD_FILE);
     let out = Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", file.display()))
@@ -44,7 +47,7 @@ pub fn dd(dir: &Path, mib: u64) -> Result<Measured> {
 /// Reads the file dd just wrote (in the page cache) twice with 1 MiB reads; the second pass
 /// is measured, in MB/s.
 pub fn page_cache_read(dir: &Path) -> Result<Measured> {
-    let path = dir.join("dd.test");
+    let path = dir.join(DD_FILE);
     let mut buf = vec![0u8; 1 << 20];
     let mut pass = || -> Result<(u64, f64)> {
         let mut f = File::open(&path)?;
