@@ -27,6 +27,8 @@ mod sqlite;
 mod workloads;
 
 use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -96,6 +98,9 @@ struct Sizes {
     /// A dd long enough to outrun the disk's write cache (this one's takes about 600 MB at
     /// 1.3-1.5 GB/s, then about 320 MB/s): the bandwidth a workload of seconds meets.
     dd_sustained_mib: u64,
+    /// The pause before each workload, after flushing the page cache, so that every one meets
+    /// the disk in the same state (see [`settle`]).
+    settle: Duration,
 }
 
 /// One row of the table: every run's measurement of one workload, level and system.
@@ -233,6 +238,7 @@ fn main() -> Result<()> {
             backlog_nofsync: 10_000,
             dd_mib: 32,
             dd_sustained_mib: 64,
+            settle: Duration::ZERO,
         }
     } else {
         Sizes {
@@ -242,6 +248,7 @@ fn main() -> Result<()> {
             backlog_nofsync: 1_000_000,
             dd_mib: 256,
             dd_sustained_mib: 2048,
+            settle: Duration::from_secs(3),
         }
     };
     let tmp;
@@ -269,6 +276,7 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&run_dir)?;
 
         // The machine's limits, first, in the same directory.
+        settle(sizes.settle);
         table.record(
             &format!("ceiling: dd bs=1M count={} conv=fdatasync", sizes.dd_mib),
             "MB/s",
@@ -289,6 +297,7 @@ fn main() -> Result<()> {
             None,
             machine::page_cache_read(&run_dir),
         );
+        settle(sizes.settle);
         table.record(
             &format!(
                 "ceiling: dd bs=1M count={} conv=fdatasync (sustained)",
@@ -305,6 +314,7 @@ fn main() -> Result<()> {
                 Ok(m)
             }),
         );
+        settle(sizes.settle);
         table.record(
             "ceiling: 4 KiB append + fdatasync",
             "writes/s",
@@ -376,6 +386,7 @@ fn main() -> Result<()> {
                             "queue send+receive+delete, 100 B, {clients} client{}",
                             if clients == 1 { "" } else { "s" }
                         );
+                        settle(sizes.settle);
                         let result = workloads::queue_cycle(
                             sys.as_ref(),
                             level,
@@ -398,6 +409,7 @@ fn main() -> Result<()> {
                 if offers_stream {
                     for size in [100usize, 1024] {
                         let label = if size == 100 { "100 B" } else { "1 KiB" };
+                        settle(sizes.settle);
                         let result = workloads::stream_append_read(
                             sys.as_ref(),
                             level,
@@ -438,6 +450,7 @@ fn main() -> Result<()> {
                         Level::Fsync => sizes.backlog_fsync,
                         Level::NoFsync => sizes.backlog_nofsync,
                     };
+                    settle(sizes.settle);
                     let result = workloads::backlog(sys.as_ref(), level, &format!("b{tag}"), n);
                     let (fill, drain) = match result {
                         Ok((f, d)) => (Ok(f), Ok(d)),
@@ -521,6 +534,7 @@ fn main() -> Result<()> {
                     );
                     continue;
                 }
+                settle(sizes.settle);
                 let send = tool.run(level, &name, cli::Op::Send, sizes.cli_secs, None);
                 let sent = send.as_ref().map_or(0, |m| m.lat_ns.len());
                 table.record(
@@ -576,7 +590,7 @@ fn main() -> Result<()> {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::process::Command::new(tool)
+    Command::new(tool)
         .arg("--version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -664,6 +678,21 @@ fn print_table(table: &mut Table, args: &Args) {
             row.note
         );
     }
+}
+
+/// Flushes every dirty page (`sync`) and waits `pause`: what one workload left for the disk to
+/// write must not slow the next, and this disk writes its first ~600 MB several times faster
+/// than the rest (its write cache) and needs a moment to drain it. Without this a workload's
+/// rate depended on which ran before it (in one run shoal's 1 KiB durable appends went at 367 K
+/// records/s, and the same workload on the exclusive handle right after at 148 K).
+fn settle(pause: Duration) {
+    if pause.is_zero() {
+        return;
+    }
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("   sync: {e}");
+    }
+    std::thread::sleep(pause);
 }
 
 fn print_goals(table: &Table) {
