@@ -559,23 +559,25 @@ fn group_by_shard(
         if results[i].is_some() {
             continue;
         }
-        let hash = match (only, record.explicit_hash_key, last) {
-            (Some(index), ..) => {
-                groups.entry(index).or_default().push(i);
-                continue;
-            }
-            (None, Some(hash), _) => hash,
-            (None, None, Some((key, hash))) if key == record.partition_key => hash,
-            (None, None, _) => {
-                let hash = hash_partition_key(record.partition_key);
-                last = Some((record.partition_key, hash));
-                hash
+        let shard = match only {
+            Some(index) => index,
+            None => {
+                let hash = match (record.explicit_hash_key, last) {
+                    (Some(hash), _) => hash,
+                    (None, Some((key, hash))) if key == record.partition_key => hash,
+                    (None, _) => {
+                        let hash = hash_partition_key(record.partition_key);
+                        last = Some((record.partition_key, hash));
+                        hash
+                    }
+                };
+                let owner = meta.open_shard_for(hash).ok_or_else(|| {
+                    Error::Conflict(format!("no open shard owns hash key {hash}"))
+                })?;
+                owner.index
             }
         };
-        let shard = meta
-            .open_shard_for(hash)
-            .ok_or_else(|| Error::Conflict(format!("no open shard owns hash key {hash}")))?;
-        groups.entry(shard.index).or_default().push(i);
+        groups.entry(shard).or_default().push(i);
     }
     Ok(groups)
 }
