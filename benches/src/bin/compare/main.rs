@@ -95,8 +95,8 @@ struct Sizes {
     backlog_fsync: usize,
     backlog_nofsync: usize,
     dd_mib: u64,
-    /// A dd long enough to outrun the disk's write cache (this one's takes about 600 MB at
-    /// 1.3-1.5 GB/s, then about 320 MB/s): the bandwidth a workload of seconds meets.
+    /// A dd long enough to outrun the disk's write cache (this machine's disk takes about
+    /// 600 MB at 1.3-1.5 GB/s, then about 320 MB/s): the bandwidth a workload of seconds meets.
     dd_sustained_mib: u64,
     /// The pause before each workload, after flushing the page cache, so that every one meets
     /// the disk in the same state (see [`settle`]).
