@@ -261,7 +261,6 @@ fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let mut table = Table::default();
-    let levels = [Level::Fsync, Level::NoFsync];
 
     let started = std::time::Instant::now();
     for run in 0..args.runs {
@@ -272,6 +271,14 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64(),
             loadavg()
         );
+        // The disk's speed depends on what it wrote in the last minutes, more than a pause
+        // between workloads undoes: so no level and no system always goes first. Each run
+        // starts the systems one further along, and every other run starts with no fsync.
+        let levels = if run % 2 == 0 {
+            [Level::Fsync, Level::NoFsync]
+        } else {
+            [Level::NoFsync, Level::Fsync]
+        };
         let run_dir = dir.join(format!("run{run}"));
         std::fs::create_dir_all(&run_dir)?;
 
@@ -362,6 +369,8 @@ fn main() -> Result<()> {
         let sqlite_dir = run_dir.join("sqlite");
         std::fs::create_dir_all(&sqlite_dir)?;
         systems.push(Box::new(sqlite::Sqlite { dir: sqlite_dir }));
+        let first = run % systems.len();
+        systems.rotate_left(first);
 
         for level in levels {
             for sys in &systems {
@@ -509,6 +518,10 @@ fn main() -> Result<()> {
             tools.push(cli::Tool::Sqlite3 {
                 dir: run_dir.join("sqlite"),
             });
+        }
+        if !tools.is_empty() {
+            let first = run % tools.len();
+            tools.rotate_left(first);
         }
         for level in levels {
             if let Some(a) = &args.redis {
