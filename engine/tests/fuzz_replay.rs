@@ -290,3 +290,49 @@ fn an_inconsistent_snapshot_does_not_hang_expire() {
         "expire did not end"
     );
 }
+
+/// `service_model`: a receive from the standard queue is made durable by the journal's next
+/// sync; when that sync fails (a delete of another message, here) and the power goes, the
+/// receive may be undone, so the model must not hold the message in flight as certain.
+#[test]
+fn the_service_model_allows_a_receive_undone_by_a_power_loss() {
+    use fuzzing::{CrashKind, Fault, SendSpec, ServiceInput, SvcOp};
+    let spec = SendSpec {
+        group: 0,
+        dedup: 0,
+        delay: None,
+    };
+    for then in [
+        CrashKind::Power,
+        CrashKind::PowerKeeping(3),
+        CrashKind::Process,
+    ] {
+        fuzzing::service_model(ServiceInput {
+            shards: 0,
+            small_segments: false,
+            fifo_delay: 0,
+            ops: vec![
+                SvcOp::Send {
+                    fifo: false,
+                    msgs: vec![spec, spec],
+                },
+                SvcOp::Receive {
+                    fifo: false,
+                    max: 1,
+                    timeout: None,
+                },
+                SvcOp::Fault(Fault::FailSync { after: 0 }, then),
+                SvcOp::Delete {
+                    fifo: false,
+                    pick: 0,
+                    stale: false,
+                },
+                SvcOp::Receive {
+                    fifo: false,
+                    max: 1,
+                    timeout: None,
+                },
+            ],
+        });
+    }
+}

@@ -883,3 +883,61 @@ fn an_exclusive_directory_opens_a_queue_again_after_an_fsync_failure() {
     assert_eq!(bodies.last(), Some(&"after"));
     assert!(!bodies.contains(&"refused"));
 }
+
+/// A handle kept while another process deletes its queue (and makes a new one of that name)
+/// refuses to work, instead of acknowledging sends into deleted files or touching the new
+/// queue's files.
+#[test]
+fn a_handle_of_a_deleted_queue_fails_with_not_found() {
+    let env = env();
+    let q = env.standard("jobs");
+    send_all(&q, &["a"]);
+    assert_eq!(bodies(&receive(&q, 1)), ["a"]);
+    let other = || {
+        let storage: SharedStorage = Arc::new(env.sim.clone());
+        DataDir::open_with("/data", storage, env.clock.clone()).unwrap()
+    };
+    other().delete_queue("jobs").unwrap();
+    let not_found = |r: Result<(), Error>| {
+        assert!(
+            matches!(&r, Err(Error::NotFound { kind: "queue", name }) if name == "jobs"),
+            "not NotFound: {r:?}"
+        );
+    };
+    not_found(q.send(&SendMessage::new("lost")).map(drop));
+    not_found(q.receive(&Receive::default()).map(drop));
+
+    env.clock.advance(1);
+    let again = other();
+    again
+        .create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    send_all(&again.queue("jobs").unwrap(), &["b"]);
+    not_found(q.send(&SendMessage::new("lost")).map(drop));
+    not_found(q.purge());
+    assert_eq!(bodies(&receive(&again.queue("jobs").unwrap(), 10)), ["b"]);
+    // The directory hands out a handle of the new queue in place of the stale one.
+    let fresh = env.data.queue("jobs").unwrap();
+    assert_eq!(fresh.counts().unwrap().in_flight, 1);
+}
+
+/// The same on the real filesystem, where the deleted queue's lock file is a file with no
+/// name left.
+#[test]
+fn a_handle_of_a_deleted_queue_fails_on_the_real_filesystem_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    data.create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let q = data.queue("jobs").unwrap();
+    send_all(&q, &["a"]);
+    DataDir::open(tmp.path())
+        .unwrap()
+        .delete_queue("jobs")
+        .unwrap();
+    let sent = q.send(&SendMessage::new("lost"));
+    assert!(
+        matches!(sent, Err(Error::NotFound { .. })),
+        "not NotFound: {sent:?}"
+    );
+}

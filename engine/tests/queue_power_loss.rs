@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{T0, drain_queue, fail_every_fsync, file_syncs, tear_every_write};
+use common::{T0, drain_queue, fail_every_fsync, file_syncs, no_wait, tear_every_write};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use shoal_engine::clock::{Clock, ManualClock};
 use shoal_engine::durability::DurabilityMode;
-use shoal_engine::queue::{QueueAttributes, Receive, RedrivePolicy, SendMessage};
+use shoal_engine::queue::{Queue, QueueAttributes, ReceivedMessage, RedrivePolicy, SendMessage};
 use shoal_engine::storage::{CrashPlan, SharedStorage, SimStorage};
 use shoal_engine::{DataDir, DirOptions, Error};
 
@@ -139,11 +139,7 @@ fn workload(
         step += 1;
         dirs[step % dirs.len()].queue(q.work)
     };
-    let receive = Receive {
-        max_messages: 10,
-        wait: Some(Duration::ZERO),
-        visibility_timeout: None,
-    };
+    let receive = no_wait(10);
     let mut kept: Vec<(String, String, u64)> = Vec::new();
     for round in 0..12 {
         // One message kept in flight by an earlier round (in a sealed segment by now), so
@@ -377,4 +373,135 @@ fn tear_sweep(q: Names, plans: &[CrashPlan]) {
         |after, (clock, acked, _), case| verify(q, after, clock, acked, case),
     );
     assert!(writes > 100, "the workload writes {writes} times");
+}
+
+/// What a receive of up to 10 messages gets (no wait) from queue `name` of `data`: the
+/// bodies and their receive counts.
+fn received(data: &DataDir, name: &str) -> Vec<(String, u32)> {
+    let got = data.queue(name).unwrap().receive(&no_wait(10)).unwrap();
+    got.into_iter().map(|m| (m.body, m.receive_count)).collect()
+}
+
+/// A standard queue's receive is made durable by the journal's next sync, not before it
+/// returns: a power loss right after it gives the message back at once with its receive count
+/// as before (a redelivery, as at-least-once delivery allows; its consumer went down with the
+/// machine), a process crash keeps it, and a delete after it, or closing the queue, makes it
+/// durable. A FIFO receive is durable before it returns.
+#[test]
+fn a_standard_receive_is_made_durable_by_the_next_sync_and_a_fifo_receive_before_it_returns() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let data = DataDir::open_with("/data", storage, clock.clone()).unwrap();
+    let reopen = |plan| {
+        let storage: SharedStorage = Arc::new(sim.crash(plan));
+        DataDir::open_with("/data", storage, clock.clone()).unwrap()
+    };
+    data.create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let jobs = data.queue("jobs").unwrap();
+    jobs.send(&SendMessage::new("a")).unwrap();
+    jobs.send(&SendMessage::new("b")).unwrap();
+
+    let before = file_syncs(&sim);
+    assert_eq!(receive_one(&jobs).body, "a");
+    assert_eq!(
+        file_syncs(&sim),
+        before,
+        "a standard receive waits for no fsync"
+    );
+    assert_eq!(
+        received(&reopen(CrashPlan::PowerLoss), "jobs"),
+        [("a".to_string(), 1), ("b".to_string(), 1)],
+        "after a power loss"
+    );
+    assert_eq!(
+        received(&reopen(CrashPlan::ProcessCrash), "jobs"),
+        [("b".to_string(), 1)],
+        "after a process crash"
+    );
+
+    // Deleting another message syncs the journal, and with it the receive of "a".
+    let b = receive_one(&jobs);
+    assert_eq!(b.body, "b");
+    jobs.delete(&b.receipt_handle).unwrap();
+    let after = reopen(CrashPlan::PowerLoss);
+    assert_eq!(received(&after, "jobs"), []);
+    clock.advance(30_000);
+    assert_eq!(
+        received(&after, "jobs"),
+        [("a".to_string(), 2)],
+        "once its visibility timeout has passed"
+    );
+
+    data.create_queue("jobs.fifo", &QueueAttributes::defaults(true))
+        .unwrap();
+    let orders = data.queue("jobs.fifo").unwrap();
+    orders
+        .send(&SendMessage {
+            body: "x".into(),
+            group_id: Some("g".into()),
+            dedup_id: Some("1".into()),
+            ..SendMessage::default()
+        })
+        .unwrap();
+    let before = file_syncs(&sim);
+    assert_eq!(receive_one(&orders).body, "x");
+    assert!(file_syncs(&sim) > before, "a FIFO receive is fsynced");
+    assert_eq!(
+        received(&reopen(CrashPlan::PowerLoss), "jobs.fifo"),
+        [],
+        "a FIFO message received before a power loss stays in flight"
+    );
+
+    // Closing the directory syncs what receives left unsynced.
+    data.create_queue("idle", &QueueAttributes::defaults(false))
+        .unwrap();
+    let idle = data.queue("idle").unwrap();
+    idle.send(&SendMessage::new("z")).unwrap();
+    assert_eq!(receive_one(&idle).body, "z");
+    let before = file_syncs(&sim);
+    drop((idle, jobs, orders, data));
+    assert_eq!(file_syncs(&sim), before + 1, "one fsync, of the journal");
+    assert_eq!(received(&reopen(CrashPlan::PowerLoss), "idle"), []);
+}
+
+fn receive_one(q: &Queue) -> ReceivedMessage {
+    let mut got = q.receive(&no_wait(1)).unwrap();
+    assert_eq!(got.len(), 1);
+    got.pop().unwrap()
+}
+
+/// A handle whose queue another process deleted and made again since leaves the new queue
+/// alone when it is dropped: what its receives left unsynced went with the old queue.
+#[test]
+fn dropping_a_handle_of_a_queue_made_again_syncs_nothing() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let open = || {
+        let storage: SharedStorage = Arc::new(sim.clone());
+        DataDir::open_with("/data", storage, clock.clone()).unwrap()
+    };
+    let (first, second) = (open(), open());
+    first
+        .create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let old = first.queue("jobs").unwrap();
+    old.send(&SendMessage::new("a")).unwrap();
+    assert_eq!(receive_one(&old).body, "a");
+
+    second.delete_queue("jobs").unwrap();
+    clock.advance(1);
+    second
+        .create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    second
+        .queue("jobs")
+        .unwrap()
+        .send(&SendMessage::new("b"))
+        .unwrap();
+    let before = file_syncs(&sim);
+    drop((old, first));
+    assert_eq!(file_syncs(&sim), before);
+    assert_eq!(received(&second, "jobs"), [("b".to_string(), 1)]);
 }

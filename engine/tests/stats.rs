@@ -8,9 +8,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use shoal_engine::queue::{QueueAttributes, QueueCounts, Receive, SendMessage};
+use shoal_engine::queue::{QueueAttributes, QueueCounts, SendMessage};
 use shoal_engine::stream::{CreateStream, PutRecord};
 use shoal_engine::topic::{PublishMessage, TopicAttributes};
 
@@ -51,13 +50,7 @@ fn stats_count_what_each_resource_holds_and_its_files() {
     for body in ["a", "b", "c"] {
         jobs.send(&SendMessage::new(body)).unwrap();
     }
-    let got = jobs
-        .receive(&Receive {
-            max_messages: 1,
-            wait: Some(Duration::ZERO),
-            visibility_timeout: None,
-        })
-        .unwrap();
+    let got = jobs.receive(&common::no_wait(1)).unwrap();
     assert_eq!(got.len(), 1);
 
     data.create_topic("news", &TopicAttributes::defaults(false))

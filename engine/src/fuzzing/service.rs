@@ -227,6 +227,10 @@ struct QMsg {
     /// Uncertain: it may not exist, may be in flight or not, may be deleted or not, its
     /// receive count is unknown. A receive that returns it makes it certain again.
     fuzzy: bool,
+    /// Received from the standard queue since the last reopen: that receive is durable only
+    /// with the journal's next sync, which a failing fsync may keep from happening, so a
+    /// power loss after a fault may undo it (the message comes back visible).
+    receive_unsynced: bool,
 }
 
 impl QMsg {
@@ -362,6 +366,9 @@ impl Svc {
     /// Drops every handle, crashes the storage as `kind` says, reopens, and settles what the
     /// model left uncertain. False when the directory no longer opens.
     fn crash(&mut self, kind: Option<CrashKind>) -> bool {
+        // Dropping the queue handles syncs what standard-queue receives left unsynced, unless
+        // an armed fault fails that fsync (or failed the one that was to cover them).
+        let synced = !self.faults_armed;
         self.stream = None;
         self.std = None;
         self.fifo = None;
@@ -369,6 +376,13 @@ impl Svc {
         self.storage.clear_faults();
         self.faults_armed = false;
         let plan = kind.map_or(CrashPlan::ProcessCrash, plan);
+        let power_loss = plan != CrashPlan::ProcessCrash;
+        for m in &mut self.q[0].msgs {
+            if m.receive_unsynced && power_loss && !synced {
+                m.fuzzy = true;
+            }
+            m.receive_unsynced = false;
+        }
         self.storage = self.storage.crash(plan);
         if !self.open() {
             return false;
@@ -936,6 +950,7 @@ impl Svc {
                         deleted: false,
                         fuzzy: true,
                         send_certain: false,
+                        receive_unsynced: false,
                     });
                     q.by_body.insert(m.body.clone(), i);
                     let sent = if prior.is_some() {
@@ -1085,6 +1100,7 @@ impl Svc {
             m.first_receive_ms = r.first_receive_timestamp;
             m.visible_at = now + timeout_ms;
             m.handles.push(r.receipt_handle.clone());
+            m.receive_unsynced = !fifo;
         }
     }
 

@@ -643,6 +643,19 @@ impl Inner {
         if let Some(file) = lock.file.as_ref().filter(|_| !lock.held) {
             file.lock()
                 .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+            // Another process deleted the log (and may have made a new one in its place):
+            // writing on would go to unlinked files, or meet the new log's by name.
+            let gone = match file.removed() {
+                Ok(removed) => removed.then(|| Error::NotFound {
+                    kind: "log",
+                    name: self.dir.display().to_string(),
+                }),
+                Err(e) => Some(Error::io("stat", &self.lock_path, e)),
+            };
+            if let Some(err) = gone {
+                let _ = file.unlock();
+                return Err(err);
+            }
             if let Err(e) = self.catch_up() {
                 let _ = file.unlock();
                 return Err(self.poisoned(e));

@@ -15,12 +15,22 @@
 //! appended since, decides, appends its events to the journal as one atomic batch, and
 //! applies them. The journal is written without waiting for the fsync, which happens after the
 //! queue lock is released, so that concurrent receivers and deleters share one fsync too.
+//!
+//! A receive on a standard queue does not wait for that fsync at all: its events become
+//! durable with the journal's next sync (a delete, a visibility change, a snapshot, a
+//! reclaim, a dead-letter move, or the handle being dropped). A power loss can undo it, and
+//! the message is then visible again at once with its old receive count: a redelivery,
+//! which at-least-once delivery allows, of a message whose consumer went down with the
+//! machine. Sends, deletes and visibility changes are durable before they return, and FIFO
+//! receives too (FIFO promises no duplicates), so that a message a consumer holds stays in
+//! flight. beanstalkd goes further and never logs a reserve; here it saves one of the three
+//! fsyncs of a send-receive-delete cycle.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -200,6 +210,10 @@ pub struct Queue {
     pub(super) targets: Mutex<HashMap<String, Arc<Queue>>>,
     /// FIFO: the group served last, so receives take turns between groups.
     pub(super) fifo_turn: Mutex<String>,
+    /// A receive left journal events for the journal's next sync to make durable (on an
+    /// `Always` queue): dropping the handle syncs them, so that a queue left alone has no
+    /// unsynced tail and the next process to open it no recovery to write.
+    pub(super) deferred: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -375,6 +389,19 @@ pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttribut
     open_log(dir, &path, attributes, true).map(drop)
 }
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A failure changes nothing promised: the events stay unsynced, and whoever opens
+        // the queue next recovers the journal's tail. A journal deleted since (its queue
+        // deleted, perhaps made again) refuses the sync at its lock, touching nothing.
+        if *self.deferred.get_mut()
+            && let Some(journal) = self.journal.get()
+        {
+            let _ = journal.sync();
+        }
+    }
+}
+
 impl Queue {
     pub(super) fn open(dir: &Arc<DirInner>, name: &str) -> Result<Queue> {
         let meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
@@ -408,6 +435,7 @@ impl Queue {
             dedup: Mutex::new(Dedup::default()),
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -461,6 +489,14 @@ impl Queue {
         let journal = open_log(&self.dir, &self.path, &attributes, true)?;
         // Another thread may have opened it meanwhile: keep the first (dropping ours).
         Ok(self.journal.get_or_init(|| journal))
+    }
+
+    /// A log of this queue found deleted by another process means the queue is gone.
+    fn gone(&self, e: Error) -> Error {
+        match e {
+            Error::NotFound { kind: "log", .. } => not_found(&self.name),
+            e => e,
+        }
     }
 
     /// The queue's name.
@@ -589,9 +625,9 @@ impl Queue {
             header.sent_ms = now;
         }
         if attributes.fifo {
-            return self.send_fifo(messages, prepared);
+            return self.send_fifo(messages, prepared).map_err(|e| self.gone(e));
         }
-        let appended = self.append_messages(&prepared)?;
+        let appended = self.append_messages(&prepared).map_err(|e| self.gone(e))?;
         Ok(messages
             .iter()
             .zip(&prepared)
@@ -734,16 +770,17 @@ impl Queue {
     /// Runs `f` under the queue lock (the journal's writer lock: every state change holds it)
     /// with the state brought up to date; `f` commits its events through the [`Txn`]. Syncs
     /// the journal after the lock is released when the queue is `Always` durable and
-    /// something was written, so concurrent operations share the fsync.
+    /// something that must be durable was written, so concurrent operations share the fsync.
     pub(super) fn locked<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
         let attributes = self.attributes()?;
         let mut guard = lock(&self.state);
         let (r, wrote) = self
             .journal()?
-            .with_writer_lock(|| self.locked_inner(&mut guard, &attributes, f))?;
+            .with_writer_lock(|| self.locked_inner(&mut guard, &attributes, f))
+            .map_err(|e| self.gone(e))?;
         drop(guard);
         if wrote && attributes.durability == DurabilityMode::Always {
-            self.journal()?.sync()?;
+            self.journal()?.sync().map_err(|e| self.gone(e))?;
         }
         Ok(r)
     }
@@ -935,7 +972,10 @@ impl Queue {
 
     /// Receives up to `max_messages` messages, long-polling up to the wait for one to arrive.
     /// Received messages stay invisible to every receiver until their visibility timeout
-    /// ends; then they come back with a new receipt handle and a higher receive count.
+    /// ends; then they come back with a new receipt handle and a higher receive count. On a
+    /// standard queue a power loss right after the receive may give them back at once (its
+    /// events are durable with the queue's next sync, see the module docs); on a FIFO queue
+    /// the receive is durable before it returns.
     pub fn receive(&self, request: &Receive) -> Result<Vec<ReceivedMessage>> {
         if !(1..=MAX_RECEIVE_MESSAGES).contains(&request.max_messages) {
             return Err(Error::InvalidArgument(format!(

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
 
 use super::attributes::QueueAttributes;
 use super::handle::{
@@ -31,12 +32,34 @@ pub(super) struct Txn<'a> {
     pub(super) now: u64,
     pub(super) attributes: &'a QueueAttributes,
     pub(super) loaded: &'a mut Loaded,
+    /// Events that must be durable before the operation returns were appended: the journal
+    /// is synced once the queue lock is released (on `Always` queues).
     pub(super) wrote: bool,
 }
 
 impl Txn<'_> {
-    /// Appends events to the journal as one atomic batch and applies them.
+    /// Appends events to the journal as one atomic batch and applies them; they are durable
+    /// before the operation returns.
     pub(super) fn commit(&mut self, events: &[Event]) -> Result<()> {
+        self.append(events)?;
+        self.wrote |= !events.is_empty();
+        Ok(())
+    }
+
+    /// Like [`Txn::commit`], but the events become durable with the journal's next sync
+    /// instead of before the operation returns. For a standard queue's receive: a power loss
+    /// can lose it, and the message comes back visible with its receive count as before, a
+    /// redelivery that at-least-once delivery allows (the consumer holding it died with the
+    /// machine). A process crash loses nothing: the events were written.
+    pub(super) fn commit_deferred(&mut self, events: &[Event]) -> Result<()> {
+        self.append(events)?;
+        if !events.is_empty() && self.attributes.durability == DurabilityMode::Always {
+            self.queue.deferred.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -50,7 +73,6 @@ impl Txn<'_> {
             })
             .collect();
         let appended = self.queue.journal()?.append(&entries)?;
-        self.wrote = true;
         let state = &mut self.loaded.state;
         if appended.first_offset != state.journal_next {
             return Err(Error::Conflict(format!(
@@ -383,7 +405,13 @@ impl Txn<'_> {
         if cursor != self.loaded.state.cursor {
             events.insert(0, Event::Scanned { cursor, kept });
         }
-        self.commit(&events)?;
+        if self.attributes.fifo {
+            // A FIFO queue promises no duplicates: its receives are durable before they
+            // return, so a message in flight stays in flight across a power loss.
+            self.commit(&events)?;
+        } else {
+            self.commit_deferred(&events)?;
+        }
         for offset in moves {
             self.finish_move(offset, false)?;
         }

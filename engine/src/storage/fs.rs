@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -226,6 +226,11 @@ impl LockFile for FsLockFile {
 
     fn unlock(&self) -> io::Result<()> {
         self.0.unlock()
+    }
+
+    fn removed(&self) -> io::Result<bool> {
+        // A name unlinked or renamed over leaves this inode with no link.
+        Ok(self.0.metadata()?.nlink() == 0)
     }
 }
 

@@ -109,6 +109,9 @@ pub trait LockFile: Send + Sync + Debug {
     fn lock(&self) -> io::Result<()>;
     /// Releases it.
     fn unlock(&self) -> io::Result<()>;
+    /// True once the file's name is gone or names another file: whatever the lock guarded
+    /// was deleted (and perhaps made again) since this was opened.
+    fn removed(&self) -> io::Result<bool>;
 }
 
 /// Bytes backing a [`Mapping`].

@@ -412,12 +412,11 @@ impl Storage for SimStorage {
 
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>> {
         let mut state = self.state();
-        if !state.live.contains_key(path) {
-            state.live.insert(path.to_path_buf(), InodeRef::default());
-        }
+        let inode = Arc::clone(state.live.entry(path.to_path_buf()).or_default());
         Ok(Box::new(SimLockFile {
             storage: self.clone(),
             path: path.to_path_buf(),
+            inode,
             held: Mutex::new(None),
         }))
     }
@@ -480,6 +479,8 @@ impl Watcher for SimWatcher {
 struct SimLockFile {
     storage: SimStorage,
     path: PathBuf,
+    /// The file the name had when it was opened.
+    inode: InodeRef,
     held: Mutex<Option<Box<dyn LockGuard>>>,
 }
 
@@ -499,6 +500,14 @@ impl LockFile for SimLockFile {
     fn unlock(&self) -> io::Result<()> {
         lock(&self.held).take();
         Ok(())
+    }
+
+    fn removed(&self) -> io::Result<bool> {
+        let state = self.storage.state();
+        Ok(!state
+            .live
+            .get(&self.path)
+            .is_some_and(|inode| Arc::ptr_eq(inode, &self.inode)))
     }
 }
 

@@ -181,19 +181,22 @@ pub fn tear_every_write<T>(
     }
 }
 
+/// A receive of up to `max` messages that does not wait, with the queue's visibility timeout.
+pub fn no_wait(max: usize) -> shoal_engine::queue::Receive {
+    shoal_engine::queue::Receive {
+        max_messages: max,
+        wait: Some(std::time::Duration::ZERO),
+        visibility_timeout: None,
+    }
+}
+
 /// Receives (10 at a time) and deletes everything in queue `name`; the bodies, in the order
 /// received.
 pub fn drain_queue(data: &shoal_engine::DataDir, name: &str) -> Vec<String> {
     let q = data.queue(name).unwrap();
     let mut bodies = Vec::new();
     loop {
-        let got = q
-            .receive(&shoal_engine::queue::Receive {
-                max_messages: 10,
-                wait: Some(std::time::Duration::ZERO),
-                visibility_timeout: None,
-            })
-            .unwrap();
+        let got = q.receive(&no_wait(10)).unwrap();
         if got.is_empty() {
             return bodies;
         }
