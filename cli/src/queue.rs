@@ -60,7 +60,8 @@ pub enum QueueCommand {
         /// Queue name.
         name: String,
     },
-    /// Delete a queue and every message in it.
+    /// Delete a queue and every message in it (exit 7, changing nothing, while a process
+    /// that owns the data directory, such as a server, has the queue open).
     Delete {
         /// Queue name.
         name: String,

@@ -60,9 +60,9 @@ pub struct DirOptions {
     pub queue_maintenance_every: Option<u64>,
     /// This process is the only one using the directory's queues (a server that owns the
     /// directory): each queue's logs stay locked while it is open, so operations skip the
-    /// per-operation cross-process lock and catch-up, and another process that opens the
-    /// queue gets [`crate::Error::Locked`]. (In either mode one handle per queue is shared
-    /// by all callers in the process.)
+    /// per-operation cross-process lock and catch-up, and another process that opens or
+    /// deletes the queue gets [`crate::Error::Locked`]. (In either mode one handle per queue
+    /// is shared by all callers in the process.)
     pub exclusive: bool,
 }
 

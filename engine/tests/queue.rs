@@ -941,3 +941,118 @@ fn a_handle_of_a_deleted_queue_fails_on_the_real_filesystem_too() {
         "not NotFound: {sent:?}"
     );
 }
+
+/// A queue owned by another process (`DirOptions::exclusive`, as a server opens its
+/// directory) is not deleted from under it: the delete waits a moment for the owner's locks,
+/// then fails with `Locked` and changes nothing. Once the owner lets go, it goes through.
+#[test]
+fn a_queue_owned_by_another_process_is_not_deleted_from_under_it() {
+    let env = env();
+    let owner = {
+        let storage: SharedStorage = Arc::new(env.sim.clone());
+        let options = shoal_engine::DirOptions {
+            exclusive: true,
+            ..shoal_engine::DirOptions::default()
+        };
+        DataDir::open_with_options("/data", storage, env.clock.clone(), options).unwrap()
+    };
+    env.data
+        .create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let q = owner.queue("jobs").unwrap();
+    send_all(&q, &["a"]);
+
+    let refused = env.data.delete_queue("jobs");
+    assert!(
+        matches!(&refused, Err(Error::Locked { .. })),
+        "not Locked: {refused:?}"
+    );
+    assert!(
+        env.data.queue_info("jobs").is_ok(),
+        "the queue is still there"
+    );
+    send_all(&q, &["b"]);
+    assert_eq!(bodies(&receive(&q, 10)), ["a", "b"]);
+
+    drop(q);
+    env.data.delete_queue("jobs").unwrap();
+    assert!(matches!(
+        owner.queue("jobs"),
+        Err(Error::NotFound { kind: "queue", .. })
+    ));
+}
+
+/// A process that owns its directory and deletes one of its queues: handles of it kept by
+/// its threads fail with `NotFound` from then on, also once a queue of that name is made
+/// again, and dropping them touches nothing of the new queue.
+#[test]
+fn an_exclusive_directory_stops_its_handles_of_a_queue_it_deletes() {
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(T0);
+    let storage: SharedStorage = Arc::new(sim.clone());
+    let options = shoal_engine::DirOptions {
+        exclusive: true,
+        ..shoal_engine::DirOptions::default()
+    };
+    let data = DataDir::open_with_options("/data", storage, clock.clone(), options).unwrap();
+    data.create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let old = data.queue("jobs").unwrap();
+    send_all(&old, &["a", "b"]);
+    assert_eq!(bodies(&receive(&old, 1)), ["a"]);
+
+    data.delete_queue("jobs").unwrap();
+    let not_found = |r: Result<(), Error>| {
+        assert!(
+            matches!(&r, Err(Error::NotFound { kind: "queue", name }) if name == "jobs"),
+            "not NotFound: {r:?}"
+        );
+    };
+    not_found(old.send(&SendMessage::new("lost")).map(drop));
+    not_found(old.receive(&Receive::default()).map(drop));
+
+    clock.advance(1);
+    data.create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let new = data.queue("jobs").unwrap();
+    assert!(!Arc::ptr_eq(&old, &new));
+    send_all(&new, &["c"]);
+    not_found(old.purge());
+    let syncs = common::file_syncs(&sim);
+    drop(old);
+    assert_eq!(
+        common::file_syncs(&sim),
+        syncs,
+        "the old handle synced nothing"
+    );
+    assert_eq!(bodies(&receive(&new, 10)), ["c"]);
+}
+
+/// The same refusal on the real filesystem, where the owner's locks are `flock`s.
+#[test]
+fn a_queue_owned_by_another_process_is_not_deleted_on_the_real_filesystem_either() {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = DataDir::open_with_options(
+        tmp.path(),
+        Arc::new(shoal_engine::storage::FsStorage::new()),
+        Arc::new(shoal_engine::clock::SystemClock),
+        shoal_engine::DirOptions {
+            exclusive: true,
+            ..shoal_engine::DirOptions::default()
+        },
+    )
+    .unwrap();
+    owner
+        .create_queue("jobs", &QueueAttributes::defaults(false))
+        .unwrap();
+    let q = owner.queue("jobs").unwrap();
+    let other = DataDir::open(tmp.path()).unwrap();
+    let refused = other.delete_queue("jobs");
+    assert!(
+        matches!(&refused, Err(Error::Locked { .. })),
+        "not Locked: {refused:?}"
+    );
+    send_all(&q, &["a"]);
+    drop(q);
+    other.delete_queue("jobs").unwrap();
+}

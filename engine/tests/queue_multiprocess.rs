@@ -18,6 +18,10 @@
 //!   received that was not sent, no receive inside another's visibility timeout, none after
 //!   an acknowledged delete, FIFO order per group, no message in both queue and DLQ.
 //!
+//! - `owner`: a child process owns a queue (`DirOptions::exclusive`, as a server opens its
+//!   directory); deleting the queue from the parent fails with `Locked` and changes nothing,
+//!   and goes through once the owner is SIGKILLed.
+//!
 //! `SHOAL_QUEUE_MESSAGES` (default 100000) sets the message count of the first two;
 //! `SHOAL_CRASH_KEEP=1` keeps the crash tests' data directories for a post-mortem;
 //! `SHOAL_QUEUE_CRASH_ROUNDS` (default 20) and `SHOAL_QUEUE_CRASH_SEED` (default: the time,
@@ -395,6 +399,72 @@ fn crash(fifo: bool) {
     );
 }
 
+/// Child: owns queue `args[1]` of directory `args[0]` (`DirOptions::exclusive`, as a server
+/// would), sends one message, says `ready`, and holds the queue open until its stdin closes.
+fn child_own(args: &[String]) {
+    let options = shoal_engine::DirOptions {
+        exclusive: true,
+        ..shoal_engine::DirOptions::default()
+    };
+    let dir = DataDir::open_with_options(
+        &args[0],
+        std::sync::Arc::new(shoal_engine::storage::FsStorage::new()),
+        std::sync::Arc::new(shoal_engine::clock::SystemClock),
+        options,
+    )
+    .unwrap();
+    let queue = dir.queue(&args[1]).unwrap();
+    queue.send(&SendMessage::new("held")).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    drop(queue);
+}
+
+/// A queue owned by a running process is not deleted from under it: the delete fails with
+/// `Locked` and changes nothing. Once the owner is SIGKILLed its locks go with it, and the
+/// delete goes through.
+fn owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    create(root, "owned", QueueAttributes::defaults(false));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("SHOAL_CHILD", "own")
+        .args([root.to_str().unwrap(), "owned"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n", "the owner did not start");
+
+    let dir = DataDir::open(root).unwrap();
+    let refused = dir.delete_queue("owned");
+    assert!(
+        matches!(refused, Err(shoal_engine::Error::Locked { .. })),
+        "deleting an owned queue: {refused:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let counts = dir.queue("owned").unwrap().counts().unwrap();
+    assert_eq!(
+        counts.visible, 1,
+        "the queue and the owner's message are intact"
+    );
+    dir.delete_queue("owned").unwrap();
+    assert!(matches!(
+        dir.queue("owned"),
+        Err(shoal_engine::Error::NotFound { .. })
+    ));
+    println!("owner: a delete refused while the owner ran, done once it was SIGKILLed");
+}
+
 fn main() {
     if let Ok(role) = std::env::var("SHOAL_CHILD") {
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -403,6 +473,7 @@ fn main() {
             "consume" => child_consume(&args),
             "send" => child_send(&args),
             "receive" => child_receive(&args),
+            "own" => child_own(&args),
             other => panic!("unknown role {other}"),
         }
         return;
@@ -414,6 +485,7 @@ fn main() {
             ("fifo", fifo),
             ("crash-standard", || crash(false)),
             ("crash-fifo", || crash(true)),
+            ("owner", owner),
         ],
     );
 }

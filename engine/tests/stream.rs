@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_engine::clock::ManualClock;
-use shoal_engine::storage::{SharedStorage, SimStorage};
+use shoal_engine::storage::{SharedStorage, SimStorage, Storage};
 use shoal_engine::stream::{
     CreateStream, PutRecord, SequenceNumber, StartPosition, Stream, hash_partition_key, shard_id,
 };
@@ -574,4 +574,50 @@ fn a_closed_shard_is_not_finished_past_records_never_checkpointed() {
     assert!(next.next_batch(10).unwrap().is_none());
     next.rebalance().unwrap();
     assert_eq!(next.leased(), [1, 2]);
+}
+
+/// A handle kept while another process deletes its stream (and makes a new one of that name)
+/// fails with the stream's `NotFound`, whether it had written to the shard before or not, and
+/// leaves nothing behind: no record acknowledged into deleted files, no shard directory of
+/// the deleted stream made again, nothing added to the new stream.
+#[test]
+fn a_handle_of_a_deleted_stream_fails_with_not_found() {
+    let (dir, clock, sim) = data_dir();
+    dir.create_stream(&CreateStream::new("clicks", 1)).unwrap();
+    let written = dir.stream("clicks").unwrap();
+    put(&written, "k", "a");
+    let idle = dir.stream("clicks").unwrap();
+
+    let other = DataDir::open_with("/data", Arc::new(sim.clone()), clock.clone()).unwrap();
+    other.delete_stream("clicks").unwrap();
+    let not_found = |stream: &Stream| {
+        let outcome = stream.put_records(&[PutRecord {
+            partition_key: "k",
+            explicit_hash_key: None,
+            data: b"lost",
+        }]);
+        assert!(outcome.results.is_empty());
+        assert!(
+            matches!(&outcome.error, Some(Error::NotFound { kind: "stream", name }) if name == "clicks"),
+            "not the stream's NotFound: {:?}",
+            outcome.error
+        );
+    };
+    not_found(&written);
+    not_found(&idle);
+    assert!(
+        !sim.exists(std::path::Path::new("/data/streams/clicks")),
+        "the deleted stream's directory was made again"
+    );
+
+    clock.advance(1);
+    other
+        .create_stream(&CreateStream::new("clicks", 1))
+        .unwrap();
+    put(&other.stream("clicks").unwrap(), "k", "b");
+    not_found(&written);
+    not_found(&idle);
+    let fresh = dir.stream("clicks").unwrap();
+    let data: Vec<String> = read_stream(&fresh).into_iter().map(|r| r.2).collect();
+    assert_eq!(data, ["b"]);
 }

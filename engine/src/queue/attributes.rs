@@ -18,6 +18,8 @@ use crate::meta;
 use crate::names::validate_queue_name;
 use crate::storage::LockGuard;
 
+use super::check::{JOURNAL_DIR, MESSAGES_DIR};
+
 pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SHOALQUE";
 pub(crate) const META_FILE: &str = "queue.meta";
 
@@ -191,6 +193,43 @@ fn lock_queues(dir: &DirInner) -> Result<Box<dyn LockGuard>> {
     dir.lock(&queues.join("LOCK"))
 }
 
+/// How long deleting a queue waits for other processes' writers to let go of its logs: a
+/// writer in the default shared mode holds a log's lock for one operation (a compaction of
+/// a full segment takes the longest, well under this); one that still holds it after this
+/// long owns the queue (`DirOptions::exclusive`).
+const DELETE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Takes the writer locks of the queue's two logs (those that exist), retrying while another
+/// process holds one, up to [`DELETE_PATIENCE`]; then [`Error::Locked`].
+fn lock_writers(dir: &DirInner, queue_dir: &std::path::Path) -> Result<Vec<Box<dyn LockGuard>>> {
+    let mut held = Vec::new();
+    for sub in [MESSAGES_DIR, JOURNAL_DIR] {
+        let path = queue_dir.join(sub).join(crate::log::segment::LOCK_FILE);
+        if !dir.storage.exists(&path) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match dir.storage.lock(&path, false) {
+                Ok(guard) => {
+                    held.push(guard);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if started.elapsed() >= DELETE_PATIENCE {
+                        return Err(Error::Locked { path });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::io("lock", &path, e)),
+            }
+        }
+    }
+    Ok(held)
+}
+
 pub(super) fn load(dir: &DirInner, name: &str) -> Result<Option<QueueMeta>> {
     validate_queue_name(name)?;
     meta::read(&*dir.storage, &meta_path(dir, name), QUEUE_MAGIC)
@@ -304,7 +343,9 @@ impl DataDir {
         Ok(info(meta))
     }
 
-    /// Deletes a queue and everything in it.
+    /// Deletes a queue and everything in it. Handles of it fail with [`Error::NotFound`]
+    /// from then on. Fails with [`Error::Locked`], changing nothing, while another process
+    /// owns the queue (opened it with [`crate::DirOptions::exclusive`]).
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         let dir = self.inner();
         let _lock = lock_queues(dir)?;
@@ -316,6 +357,29 @@ impl DataDir {
         }
         let path = meta_path(dir, name);
         let queue_dir = queues_dir(dir).join(name);
+        let open_queues = || {
+            dir.open_queues
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let own = open_queues().get(name).and_then(std::sync::Weak::upgrade);
+        // No other writer may be inside the queue's logs while they go, nor hold them open: a
+        // process that owns the queue (`DirOptions::exclusive`) would go on acknowledging
+        // sends into deleted files. An exclusive handle of this process holds the locks
+        // itself, and stops below.
+        let _writers = if dir.options.exclusive && own.is_some() {
+            Vec::new()
+        } else {
+            lock_writers(dir, &queue_dir)?
+        };
+        // A handle kept open here fails from now on, and is not handed out for a queue made
+        // again later.
+        open_queues().remove(name);
+        if let Some(queue) = own {
+            queue
+                .deleted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // The attributes go first: from then on the queue does not exist, whatever is left.
         dir.storage
             .remove_file(&path)
@@ -323,11 +387,6 @@ impl DataDir {
         dir.storage
             .sync_dir(&queue_dir)
             .map_err(|e| Error::io("fsync", &queue_dir, e))?;
-        // A handle kept open here must not be handed out for a queue made again later.
-        dir.open_queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(name);
         dir.remove_tree(&queue_dir)
     }
 }

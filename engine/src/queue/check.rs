@@ -19,7 +19,7 @@ use crate::names::validate_queue_name;
 use crate::storage::{OpenMode, Storage};
 
 use super::handle::{SNAPSHOT_FILE, SNAPSHOT_MAGIC};
-const MESSAGES_DIR: &str = "messages";
+pub(super) const MESSAGES_DIR: &str = "messages";
 pub(super) const JOURNAL_DIR: &str = "journal";
 
 fn problem(file: &Path, offset: u64, kind: CorruptionKind) -> Problem {

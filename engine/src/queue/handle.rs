@@ -41,6 +41,7 @@ use super::attributes::{
     MAX_DELAY, MAX_RECEIVE_WAIT, MAX_VISIBILITY_TIMEOUT, QueueAttributes, QueueInfo, info, load,
     queues_dir,
 };
+use super::check::{JOURNAL_DIR, MESSAGES_DIR};
 use super::message::{
     MessageAttribute, hex, md5_hex, md5_of_message_attributes, validate_attributes, validate_body,
     validate_fifo_id,
@@ -214,6 +215,9 @@ pub struct Queue {
     /// `Always` queue): dropping the handle syncs them, so that a queue left alone has no
     /// unsynced tail and the next process to open it no recovery to write.
     pub(super) deferred: AtomicBool,
+    /// Set when this process deleted the queue: every call fails with `NotFound` from then
+    /// on (another process's delete is caught at the logs' locks instead).
+    pub(super) deleted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -372,7 +376,7 @@ fn open_log(
     Log::open(
         Arc::clone(&dir.storage),
         Arc::clone(&dir.clock),
-        path.join(if journal { "journal" } else { "messages" }),
+        path.join(if journal { JOURNAL_DIR } else { MESSAGES_DIR }),
         log_options(dir, attributes, journal),
     )
 }
@@ -382,7 +386,7 @@ fn open_log(
 pub(super) fn create_logs(dir: &DirInner, name: &str, attributes: &QueueAttributes) -> Result<()> {
     let path = queues_dir(dir).join(name);
     // A leftover of an interrupted create that never got its attributes.
-    for sub in ["messages", "journal"] {
+    for sub in [MESSAGES_DIR, JOURNAL_DIR] {
         dir.remove_tree(&path.join(sub))?;
     }
     open_log(dir, &path, attributes, false)?;
@@ -395,6 +399,7 @@ impl Drop for Queue {
         // the queue next recovers the journal's tail. A journal deleted since (its queue
         // deleted, perhaps made again) refuses the sync at its lock, touching nothing.
         if *self.deferred.get_mut()
+            && !*self.deleted.get_mut()
             && let Some(journal) = self.journal.get()
         {
             let _ = journal.sync();
@@ -436,6 +441,7 @@ impl Queue {
             targets: Mutex::new(HashMap::new()),
             fifo_turn: Mutex::new(String::new()),
             deferred: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -451,6 +457,9 @@ impl Queue {
     /// True when an I/O failure or damage stopped this handle's logs: a caller that keeps
     /// handles (a topic's deliveries, a queue's dead-letter target) opens the queue again.
     pub(crate) fn is_stopped(&self) -> bool {
+        if self.deleted.load(Ordering::Relaxed) {
+            return true;
+        }
         let failed = |log: Option<&Log>| log.is_some_and(Log::is_poisoned);
         self.messages_damaged() || failed(self.message_log().ok()) || failed(self.journal.get())
     }
@@ -506,6 +515,10 @@ impl Queue {
 
     /// The queue's attributes (re-read from disk at most once a second).
     pub fn attributes(&self) -> Result<Arc<QueueAttributes>> {
+        // Every operation starts here.
+        if self.deleted.load(Ordering::Relaxed) {
+            return Err(not_found(&self.name));
+        }
         let mut cached = lock(&self.attributes);
         if cached.1.elapsed() >= ATTRIBUTES_TTL {
             let meta = load(&self.dir, &self.name)?.ok_or_else(|| not_found(&self.name))?;

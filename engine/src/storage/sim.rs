@@ -66,7 +66,8 @@ struct State {
     durable: BTreeMap<PathBuf, InodeRef>,
     dirs_live: BTreeSet<PathBuf>,
     dirs_durable: BTreeSet<PathBuf>,
-    locks: BTreeSet<PathBuf>,
+    /// Locked files: a lock, as `flock`'s, belongs to the file, not to its name.
+    locks: Vec<InodeRef>,
     faults: Faults,
     /// Counts the power losses this filesystem's image has been through.
     boots: u64,
@@ -120,6 +121,32 @@ impl SimStorage {
     /// An empty filesystem.
     pub fn new() -> Self {
         SimStorage::default()
+    }
+
+    /// Locks the file `inode` (named `path` when it was opened).
+    fn lock_inode(
+        &self,
+        path: &Path,
+        inode: InodeRef,
+        wait: bool,
+    ) -> io::Result<Box<dyn LockGuard>> {
+        let mut state = self.state();
+        while state.locks.iter().any(|held| Arc::ptr_eq(held, &inode)) {
+            if !wait {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            state = self
+                .shared
+                .unlocked
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.locks.push(Arc::clone(&inode));
+        Ok(Box::new(SimLock {
+            storage: self.clone(),
+            path: path.to_path_buf(),
+            inode,
+        }))
     }
 
     /// Records a change for watchers (call with the state locked).
@@ -388,26 +415,8 @@ impl Storage for SimStorage {
     }
 
     fn lock(&self, path: &Path, wait: bool) -> io::Result<Box<dyn LockGuard>> {
-        let mut state = self.state();
-        while state.locks.contains(path) {
-            if !wait {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            state = self
-                .shared
-                .unlocked
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        state.locks.insert(path.to_path_buf());
-        if !state.live.contains_key(path) {
-            let inode = InodeRef::default();
-            state.live.insert(path.to_path_buf(), inode);
-        }
-        Ok(Box::new(SimLock {
-            storage: self.clone(),
-            path: path.to_path_buf(),
-        }))
+        let inode = Arc::clone(self.state().live.entry(path.to_path_buf()).or_default());
+        self.lock_inode(path, inode, wait)
     }
 
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn LockFile>> {
@@ -492,7 +501,10 @@ impl fmt::Debug for SimLockFile {
 
 impl LockFile for SimLockFile {
     fn lock(&self) -> io::Result<()> {
-        let guard = self.storage.lock(&self.path, true)?;
+        // The file opened, whatever its name has come to mean since.
+        let guard = self
+            .storage
+            .lock_inode(&self.path, Arc::clone(&self.inode), true)?;
         *lock(&self.held) = Some(guard);
         Ok(())
     }
@@ -514,6 +526,7 @@ impl LockFile for SimLockFile {
 struct SimLock {
     storage: SimStorage,
     path: PathBuf,
+    inode: InodeRef,
 }
 
 impl fmt::Debug for SimLock {
@@ -526,7 +539,10 @@ impl LockGuard for SimLock {}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
-        self.storage.state().locks.remove(&self.path);
+        self.storage
+            .state()
+            .locks
+            .retain(|held| !Arc::ptr_eq(held, &self.inode));
         self.storage.shared.unlocked.notify_all();
     }
 }

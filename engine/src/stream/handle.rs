@@ -59,6 +59,11 @@ impl Stream {
         if let Some(log) = writers.get(&index) {
             return Ok(Arc::clone(log));
         }
+        // Opening a log makes whatever of it is missing: first make sure the stream is still
+        // the one this handle knows, not deleted by another process (nor made again since).
+        if load_meta(&self.dir, &self.name)?.created_ms != meta.created_ms {
+            return Err(self.not_found());
+        }
         let log = Arc::new(open_log(&self.dir, meta, index)?);
         // Retention is enforced by writers, whole segments at a time; readers also skip
         // expired records, so nothing expired is ever returned.
@@ -69,6 +74,21 @@ impl Stream {
         })?;
         writers.insert(index, Arc::clone(&log));
         Ok(log)
+    }
+
+    fn not_found(&self) -> Error {
+        Error::NotFound {
+            kind: "stream",
+            name: self.name.clone(),
+        }
+    }
+
+    /// A shard log found deleted by another process means the stream is gone.
+    fn gone(&self, e: Error) -> Error {
+        match e {
+            Error::NotFound { kind: "log", .. } => self.not_found(),
+            e => e,
+        }
     }
 
     pub(super) fn reader(&self, index: u32) -> Result<Arc<LogReader>> {
@@ -111,7 +131,7 @@ impl Stream {
         }
         let mut results: Vec<Option<PutResult>> = vec![None; records.len()];
         if let Err(e) = self.put_routed(records, &mut results) {
-            outcome.error = Some(e);
+            outcome.error = Some(self.gone(e));
         }
         outcome.results = results.into_iter().map_while(|r| r).collect();
         if outcome.error.is_none() && outcome.results.len() < records.len() {
