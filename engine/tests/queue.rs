@@ -54,6 +54,14 @@ fn bodies(messages: &[ReceivedMessage]) -> Vec<&str> {
     messages.iter().map(|m| m.body.as_str()).collect()
 }
 
+/// Asserts that a call failed because queue `jobs` no longer exists.
+fn not_found(r: Result<(), Error>) {
+    assert!(
+        matches!(&r, Err(Error::NotFound { kind: "queue", name }) if name == "jobs"),
+        "not NotFound: {r:?}"
+    );
+}
+
 fn send_all(q: &Queue, bodies: &[&str]) {
     for body in bodies {
         q.send(&SendMessage::new(*body)).unwrap();
@@ -898,12 +906,6 @@ fn a_handle_of_a_deleted_queue_fails_with_not_found() {
         DataDir::open_with("/data", storage, env.clock.clone()).unwrap()
     };
     other().delete_queue("jobs").unwrap();
-    let not_found = |r: Result<(), Error>| {
-        assert!(
-            matches!(&r, Err(Error::NotFound { kind: "queue", name }) if name == "jobs"),
-            "not NotFound: {r:?}"
-        );
-    };
     not_found(q.send(&SendMessage::new("lost")).map(drop));
     not_found(q.receive(&Receive::default()).map(drop));
 
@@ -1002,12 +1004,6 @@ fn an_exclusive_directory_stops_its_handles_of_a_queue_it_deletes() {
     assert_eq!(bodies(&receive(&old, 1)), ["a"]);
 
     data.delete_queue("jobs").unwrap();
-    let not_found = |r: Result<(), Error>| {
-        assert!(
-            matches!(&r, Err(Error::NotFound { kind: "queue", name }) if name == "jobs"),
-            "not NotFound: {r:?}"
-        );
-    };
     not_found(old.send(&SendMessage::new("lost")).map(drop));
     not_found(old.receive(&Receive::default()).map(drop));
 
