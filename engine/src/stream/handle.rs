@@ -8,7 +8,8 @@ use super::{
     DurabilityMode, GetRecordsOutput, KIND_RECORD, MAX_PUT_RECORDS, MAX_SHARDS, PutOutcome,
     PutRecord, PutResult, SequenceNumber, ShardIterator, ShardMeta, StartPosition,
     StreamDescription, StreamMeta, StreamRecord, create_shard_log, describe, hash_partition_key,
-    limits, load_meta, lock_streams, open_log, shard_dir, shard_id, uniform_ranges, write_meta,
+    limits, load_meta, lock_streams, not_found, open_log, shard_dir, shard_id, uniform_ranges,
+    write_meta,
 };
 use crate::datadir::DirInner;
 use crate::error::{Error, Result};
@@ -62,7 +63,7 @@ impl Stream {
         // Opening a log makes whatever of it is missing: first make sure the stream is still
         // the one this handle knows, not deleted by another process (nor made again since).
         if load_meta(&self.dir, &self.name)?.created_ms != meta.created_ms {
-            return Err(self.not_found());
+            return Err(not_found(&self.name));
         }
         let log = Arc::new(open_log(&self.dir, meta, index)?);
         // Retention is enforced by writers, whole segments at a time; readers also skip
@@ -76,17 +77,10 @@ impl Stream {
         Ok(log)
     }
 
-    fn not_found(&self) -> Error {
-        Error::NotFound {
-            kind: "stream",
-            name: self.name.clone(),
-        }
-    }
-
     /// A shard log found deleted by another process means the stream is gone.
     fn gone(&self, e: Error) -> Error {
         match e {
-            Error::NotFound { kind: "log", .. } => self.not_found(),
+            Error::NotFound { kind: "log", .. } => not_found(&self.name),
             e => e,
         }
     }

@@ -512,10 +512,15 @@ fn lock_streams(dir: &DirInner) -> Result<Box<dyn crate::storage::LockGuard>> {
 fn load_meta(dir: &DirInner, name: &str) -> Result<StreamMeta> {
     validate_stream_name(name)?;
     let path = stream_dir(dir, name).join(META_FILE);
-    meta::read(&*dir.storage, &path, STREAM_MAGIC)?.ok_or_else(|| Error::NotFound {
+    meta::read(&*dir.storage, &path, STREAM_MAGIC)?.ok_or_else(|| not_found(name))
+}
+
+/// The error for a stream that does not exist (or no longer does).
+fn not_found(name: &str) -> Error {
+    Error::NotFound {
         kind: "stream",
         name: name.to_string(),
-    })
+    }
 }
 
 fn write_meta(dir: &DirInner, meta: &StreamMeta) -> Result<()> {
