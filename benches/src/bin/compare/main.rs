@@ -3,7 +3,7 @@
 //! the peers and runs this; it can also run alone against servers already listening:
 //!
 //! ```sh
-//! compare [--quick] [--runs N] [--dir DIR] [--shoal-bin PATH]
+//! compare [--quick] [--runs N] [--only TEXT] [--dir DIR] [--shoal-bin PATH]
 //!         [--beanstalkd-fsync ADDR] [--beanstalkd-nofsync ADDR] [--redis ADDR]
 //!         [--nats ADDR] [--kinesalite ADDR]
 //! ```
@@ -12,7 +12,9 @@
 //! always run). Prints progress on stderr and one markdown table on stdout: per workload,
 //! durability level and system, throughput min / median / max over the runs, the medians of
 //! the runs' p50 and p99 latencies, and the ratio shoal/peer of median throughputs; then the
-//! issue's goals with their numbers. Exits 1 if any measurement failed.
+//! issue's goals with their numbers. `--only TEXT` runs only the workloads whose name (as the
+//! table prints it, ceilings included) contains TEXT, e.g. `--only "8 clients"` or
+//! `--only ceiling`. Exits 1 if any measurement failed.
 
 mod api;
 mod beanstalkd;
@@ -38,6 +40,7 @@ use workloads::Measured;
 struct Args {
     quick: bool,
     runs: usize,
+    only: Option<String>,
     dir: Option<PathBuf>,
     shoal_bin: Option<PathBuf>,
     beanstalkd: Option<(String, String)>,
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         quick: false,
         runs: 3,
+        only: None,
         dir: None,
         shoal_bin: None,
         beanstalkd: None,
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args> {
         match arg.as_str() {
             "--quick" => a.quick = true,
             "--runs" => runs = Some(value()?.parse()?),
+            "--only" => a.only = Some(value()?),
             "--dir" => a.dir = Some(value()?.into()),
             "--shoal-bin" => a.shoal_bin = Some(value()?.into()),
             "--beanstalkd-fsync" => bf = Some(value()?),
@@ -74,7 +79,7 @@ fn parse_args() -> Result<Args> {
             "--kinesalite" => a.kinesalite = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "compare [--quick] [--runs N] [--dir DIR] [--shoal-bin PATH] [--beanstalkd-fsync ADDR] [--beanstalkd-nofsync ADDR] [--redis ADDR] [--nats ADDR] [--kinesalite ADDR]"
+                    "compare [--quick] [--runs N] [--only TEXT] [--dir DIR] [--shoal-bin PATH] [--beanstalkd-fsync ADDR] [--beanstalkd-nofsync ADDR] [--redis ADDR] [--nats ADDR] [--kinesalite ADDR]"
                 );
                 std::process::exit(0);
             }
@@ -86,6 +91,15 @@ fn parse_args() -> Result<Args> {
         a.beanstalkd = Some((f, n));
     }
     Ok(a)
+}
+
+impl Args {
+    /// Whether `--only` lets the workload named `workload` run.
+    fn wants(&self, workload: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|text| workload.contains(text))
+    }
 }
 
 /// How big each workload is.
@@ -283,65 +297,78 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&run_dir)?;
 
         // The machine's limits, first, in the same directory.
-        settle(sizes.settle);
-        table.record(
-            &format!("ceiling: dd bs=1M count={} conv=fdatasync", sizes.dd_mib),
-            "MB/s",
-            0,
-            None,
-            "machine",
-            "sequential write, one fdatasync at the end",
-            None,
-            machine::dd(&run_dir, sizes.dd_mib),
+        let dd = format!("ceiling: dd bs=1M count={} conv=fdatasync", sizes.dd_mib);
+        let page_cache = "ceiling: page-cache read (1 MiB reads of the dd file)";
+        if args.wants(&dd) || args.wants(page_cache) {
+            settle(sizes.settle);
+            table.record(
+                &dd,
+                "MB/s",
+                0,
+                None,
+                "machine",
+                "sequential write, one fdatasync at the end",
+                None,
+                machine::dd(&run_dir, sizes.dd_mib),
+            );
+            table.record(
+                page_cache,
+                "MB/s",
+                0,
+                None,
+                "machine",
+                "no disk I/O",
+                None,
+                machine::page_cache_read(&run_dir),
+            );
+        }
+        let sustained = format!(
+            "ceiling: dd bs=1M count={} conv=fdatasync (sustained)",
+            sizes.dd_sustained_mib
         );
-        table.record(
-            "ceiling: page-cache read (1 MiB reads of the dd file)",
-            "MB/s",
-            0,
-            None,
-            "machine",
-            "no disk I/O",
-            None,
-            machine::page_cache_read(&run_dir),
-        );
-        settle(sizes.settle);
-        table.record(
-            &format!(
-                "ceiling: dd bs=1M count={} conv=fdatasync (sustained)",
-                sizes.dd_sustained_mib
-            ),
-            "MB/s",
-            0,
-            None,
-            "machine",
-            "sequential write past the disk's write cache, one fdatasync at the end",
-            None,
-            machine::dd(&run_dir, sizes.dd_sustained_mib).and_then(|m| {
-                std::fs::remove_file(run_dir.join(machine::DD_FILE))?;
-                Ok(m)
-            }),
-        );
-        settle(sizes.settle);
-        table.record(
-            "ceiling: 4 KiB append + fdatasync",
-            "writes/s",
-            0,
-            None,
-            "machine",
-            "one fdatasync per write",
-            None,
-            machine::append_fdatasync(&run_dir, sizes.secs),
-        );
-        table.record(
-            "ceiling: process spawn (/bin/true)",
-            "spawns/s",
-            0,
-            None,
-            "machine",
-            "fork + exec + wait",
-            None,
-            machine::spawn(sizes.cli_secs),
-        );
+        if args.wants(&sustained) {
+            settle(sizes.settle);
+            table.record(
+                &sustained,
+                "MB/s",
+                0,
+                None,
+                "machine",
+                "sequential write past the disk's write cache, one fdatasync at the end",
+                None,
+                machine::dd(&run_dir, sizes.dd_sustained_mib).and_then(|m| {
+                    std::fs::remove_file(run_dir.join(machine::DD_FILE))?;
+                    Ok(m)
+                }),
+            );
+        }
+        let append = "ceiling: 4 KiB append + fdatasync";
+        if args.wants(append) {
+            settle(sizes.settle);
+            table.record(
+                append,
+                "writes/s",
+                0,
+                None,
+                "machine",
+                "one fdatasync per write",
+                None,
+                machine::append_fdatasync(&run_dir, sizes.secs),
+            );
+        }
+        let spawn = "ceiling: process spawn (/bin/true)";
+        if args.wants(spawn) {
+            table.record(
+                spawn,
+                "spawns/s",
+                0,
+                None,
+                "machine",
+                "fork + exec + wait",
+                None,
+                machine::spawn(sizes.cli_secs),
+            );
+        }
 
         // Every system, fresh for this run.
         let mut systems: Vec<Box<dyn System>> = Vec::new();
@@ -395,6 +422,9 @@ fn main() -> Result<()> {
                             "queue send+receive+delete, 100 B, {clients} client{}",
                             if clients == 1 { "" } else { "s" }
                         );
+                        if !args.wants(&workload) {
+                            continue;
+                        }
                         settle(sizes.settle);
                         let result = workloads::queue_cycle(
                             sys.as_ref(),
@@ -418,6 +448,11 @@ fn main() -> Result<()> {
                 if offers_stream {
                     for size in [100usize, 1024] {
                         let label = if size == 100 { "100 B" } else { "1 KiB" };
+                        let append_name = format!("stream append, {label} records, batches of 500");
+                        let read_name = format!("stream read-back, {label} records, 1000 per call");
+                        if !args.wants(&append_name) && !args.wants(&read_name) {
+                            continue;
+                        }
                         settle(sizes.settle);
                         let result = workloads::stream_append_read(
                             sys.as_ref(),
@@ -433,7 +468,7 @@ fn main() -> Result<()> {
                         };
                         let bytes = u64::try_from(size)?;
                         table.record(
-                            &format!("stream append, {label} records, batches of 500"),
+                            &append_name,
                             "records/s",
                             bytes,
                             Some(level),
@@ -443,7 +478,7 @@ fn main() -> Result<()> {
                             append,
                         );
                         table.record(
-                            &format!("stream read-back, {label} records, 1000 per call"),
+                            &read_name,
                             "records/s",
                             bytes,
                             Some(level),
@@ -454,24 +489,26 @@ fn main() -> Result<()> {
                         );
                     }
                 }
-                if offers_queue {
-                    let n = match level {
-                        Level::Fsync => sizes.backlog_fsync,
-                        Level::NoFsync => sizes.backlog_nofsync,
-                    };
+                let n = match level {
+                    Level::Fsync => sizes.backlog_fsync,
+                    Level::NoFsync => sizes.backlog_nofsync,
+                };
+                let k = if n >= 1_000_000 {
+                    format!("{} M", n / 1_000_000)
+                } else {
+                    format!("{} K", n / 1000)
+                };
+                let fill_name = format!("backlog of {k}: fill, sends of 10");
+                let drain_name = format!("backlog of {k}: drain, receive 10 + delete");
+                if offers_queue && (args.wants(&fill_name) || args.wants(&drain_name)) {
                     settle(sizes.settle);
                     let result = workloads::backlog(sys.as_ref(), level, &format!("b{tag}"), n);
                     let (fill, drain) = match result {
                         Ok((f, d)) => (Ok(f), Ok(d)),
                         Err(e) => (Err(anyhow::anyhow!("{e:#}")), Err(e)),
                     };
-                    let k = if n >= 1_000_000 {
-                        format!("{} M", n / 1_000_000)
-                    } else {
-                        format!("{} K", n / 1000)
-                    };
                     table.record(
-                        &format!("backlog of {k}: fill, sends of 10"),
+                        &fill_name,
                         "msg/s",
                         0,
                         Some(level),
@@ -481,7 +518,7 @@ fn main() -> Result<()> {
                         fill,
                     );
                     table.record(
-                        &format!("backlog of {k}: drain, receive 10 + delete"),
+                        &drain_name,
                         "msg/s",
                         0,
                         Some(level),
@@ -496,6 +533,9 @@ fn main() -> Result<()> {
         drop(systems);
 
         // Process per operation.
+        const CLI_SEND: &str = "CLI, process per operation: send one message";
+        const CLI_RECEIVE: &str = "CLI, process per operation: receive + delete one message";
+        const CLI_PUT: &str = "CLI, process per operation: append one stream record";
         let mut tools = Vec::new();
         if let Some(bin) = &args.shoal_bin {
             let data = run_dir.join("shoal-cli");
@@ -519,6 +559,13 @@ fn main() -> Result<()> {
                 dir: run_dir.join("sqlite"),
             });
         }
+        // The receives need the sends before them: all three run if any is wanted.
+        if ![CLI_SEND, CLI_RECEIVE, CLI_PUT]
+            .iter()
+            .any(|workload| args.wants(workload))
+        {
+            tools.clear();
+        }
         if !tools.is_empty() {
             let first = run % tools.len();
             tools.rotate_left(first);
@@ -536,7 +583,7 @@ fn main() -> Result<()> {
                 let note = tool.durability(level);
                 if let Err(e) = tool.setup(level, &name) {
                     table.record(
-                        "CLI, process per operation: send one message",
+                        CLI_SEND,
                         "ops/s",
                         0,
                         Some(level),
@@ -551,7 +598,7 @@ fn main() -> Result<()> {
                 let send = tool.run(level, &name, cli::Op::Send, sizes.cli_secs, None);
                 let sent = send.as_ref().map_or(0, |m| m.lat_ns.len());
                 table.record(
-                    "CLI, process per operation: send one message",
+                    CLI_SEND,
                     "ops/s",
                     0,
                     Some(level),
@@ -563,7 +610,7 @@ fn main() -> Result<()> {
                 if sent > 0 {
                     let result = tool.run(level, &name, cli::Op::ReceiveDelete, 0.0, Some(sent));
                     table.record(
-                        "CLI, process per operation: receive + delete one message",
+                        CLI_RECEIVE,
                         "ops/s",
                         0,
                         Some(level),
@@ -575,7 +622,7 @@ fn main() -> Result<()> {
                 }
                 let result = tool.run(level, &name, cli::Op::Put, sizes.cli_secs, None);
                 table.record(
-                    "CLI, process per operation: append one stream record",
+                    CLI_PUT,
                     "ops/s",
                     0,
                     Some(level),
