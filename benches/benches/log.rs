@@ -6,10 +6,11 @@
 //!   offset, timestamp, both CRCs) and checking it back with `decode`; payload bytes/s.
 //! - `append`: `Log::append` from one thread of 100 B and 1 KiB records in batches of 1 and
 //!   500, in each durability mode: `always` (fdatasync before `append` returns),
-//!   `interval_10ms` (written to the OS, fsynced by the background thread every 10 ms) and
-//!   `never` (written to the OS only). Each case gets a fresh log, which grows (and rolls its
-//!   64 MiB segments, fsyncing each sealed one) as criterion iterates; records/s and payload
-//!   bytes/s.
+//!   `interval_10ms` (written to the OS, fsynced by the background thread every 10 ms),
+//!   `never` (written to the OS only), and `always_prefill` (batches of 1 only: `always` with
+//!   `LogOptions::prefill`, as a queue's logs). Each case gets a fresh log, which grows (and
+//!   rolls its 64 MiB segments, fsyncing each sealed one) as criterion iterates; records/s
+//!   and payload bytes/s.
 //! - `append_threads`: `always` appends of one 100 B record from 4 and 16 threads at once on
 //!   one log, where the group commit lets the waiting appenders share one fdatasync. One
 //!   iteration is one append per thread; records/s counts all threads.
@@ -62,20 +63,34 @@ fn bench_dir() -> TempDir {
 
 /// A new, empty log in a new directory.
 fn fresh_log(durability: Durability) -> (TempDir, Log) {
+    fresh_log_with(LogOptions {
+        durability,
+        ..LogOptions::default()
+    })
+}
+
+fn fresh_log_with(options: LogOptions) -> (TempDir, Log) {
     let tmp = bench_dir();
-    let log = open(tmp.path(), durability);
+    let log = open_with(tmp.path(), options);
     (tmp, log)
 }
 
 fn open(dir: &Path, durability: Durability) -> Log {
-    Log::open(
-        Arc::new(FsStorage::new()),
-        Arc::new(SystemClock),
+    open_with(
         dir,
         LogOptions {
             durability,
             ..LogOptions::default()
         },
+    )
+}
+
+fn open_with(dir: &Path, options: LogOptions) -> Log {
+    Log::open(
+        Arc::new(FsStorage::new()),
+        Arc::new(SystemClock),
+        dir,
+        options,
     )
     .expect("open the log")
 }
@@ -193,16 +208,23 @@ fn append(c: &mut Criterion) {
     let modes = [
         // Durable first: the `never` cases leave dirty pages for the kernel to write back,
         // which would land on whatever runs next.
-        ("always", Durability::Always),
+        ("always", Durability::Always, false),
+        // As a queue's logs: zeros written ahead of the data, so that small fsynced appends
+        // overwrite instead of growing the file (batches of 500 are too large to prefill).
+        ("always_prefill", Durability::Always, true),
         (
             "interval_10ms",
             Durability::Interval(Duration::from_millis(10)),
+            false,
         ),
-        ("never", Durability::Never),
+        ("never", Durability::Never, false),
     ];
-    for (mode, durability) in modes {
+    for (mode, durability, prefill) in modes {
         for size in [100usize, 1024] {
             for batch in [1usize, 500] {
+                if prefill && batch > 1 {
+                    continue;
+                }
                 let payload = vec![0x5au8; size];
                 let entries: Vec<Entry<'_>> = (0..batch).map(|_| Entry::new(&payload)).collect();
                 let work = Work {
@@ -214,7 +236,13 @@ fn append(c: &mut Criterion) {
                 let fresh: OnceCell<(TempDir, Log)> = OnceCell::new();
                 let parameter = format!("{}_x{batch}", label(size));
                 group.bench(mode, &parameter, work, |b| {
-                    let (_, log) = fresh.get_or_init(|| fresh_log(durability));
+                    let (_, log) = fresh.get_or_init(|| {
+                        fresh_log_with(LogOptions {
+                            durability,
+                            prefill,
+                            ..LogOptions::default()
+                        })
+                    });
                     b.iter(|| log.append(black_box(&entries)).expect("append"));
                 });
                 // Every record appended, warm-up included, is a frame in the log's files.

@@ -342,6 +342,8 @@ fn log_options(segment_bytes: u16, index_interval: u8, durability: Durability) -
         segment_age_max: Some(Duration::from_secs(60)),
         index_interval_bytes: 16 + u32::from(index_interval) * 2,
         durability,
+        // Taken from a bit the field already had, so that stored inputs keep their layout.
+        prefill: segment_bytes & 0x8000 != 0,
         ..LogOptions::default()
     }
 }
@@ -497,7 +499,8 @@ pub enum Damage {
 /// Input of the [`recovery`] target.
 #[derive(Debug, Clone, Arbitrary)]
 pub struct RecoveryInput {
-    /// Segment size: 512 + this modulo 3585 bytes.
+    /// Segment size: 512 + this modulo 3585 bytes; the top bit also turns on
+    /// [`LogOptions::prefill`].
     pub segment_bytes: u16,
     /// Index interval: 16 + 2 * this bytes.
     pub index_interval: u8,
@@ -852,7 +855,8 @@ pub enum Op {
 pub struct LogModelInput {
     /// `Durability::Never` instead of `Always`.
     pub never: bool,
-    /// Segment size: 512 + this modulo 3585 bytes.
+    /// Segment size: 512 + this modulo 3585 bytes; the top bit also turns on
+    /// [`LogOptions::prefill`].
     pub segment_bytes: u16,
     /// Index interval: 16 + 2 * this bytes.
     pub index_interval: u8,

@@ -94,8 +94,10 @@ fn corrupting_the_tail_at_every_byte_of_the_last_record() {
     }
 }
 
+/// Zeros after the last batch (a prefill, or a file extended and never written) are never
+/// read as records; recovery keeps them, and the next appends overwrite them.
 #[test]
-fn a_zero_filled_tail_is_cut_and_never_read_as_records() {
+fn a_zero_filled_tail_is_kept_and_never_read_as_records() {
     let (storage, clock, options, _, end) = log_with_unsynced_tail();
     let path = segment_file(&sim_dir(), 0);
     let mut bytes = storage.contents(&path).unwrap();
@@ -103,8 +105,13 @@ fn a_zero_filled_tail_is_cut_and_never_read_as_records() {
     storage.put_file(&path, &bytes);
     let log = open_sim(&storage, &clock, &options);
     assert_holds(&log, 0, 43);
-    assert_eq!(log.recovery_report().truncated_bytes, 8192);
-    assert_eq!(storage.contents(&path).unwrap().len() as u64, end);
+    assert_eq!(log.next_offset(), 43);
+    assert_eq!(log.recovery_report().truncated_bytes, 0);
+    assert_eq!(storage.contents(&path).unwrap().len() as u64, end + 8192);
+    append_records(&log, 5, 5);
+    drop(log);
+    let log = open_sim(&storage, &clock, &options);
+    assert_holds(&log, 0, 48);
 }
 
 #[test]

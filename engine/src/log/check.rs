@@ -146,7 +146,17 @@ pub fn check(storage: &dyn Storage, dir: &Path, report: &mut CheckReport) -> Res
                 ));
             }
         }
+        // Zeros after the active segment's last frame are written ahead of the data (a
+        // prefill); without a head to say where the data ends, the scan meets them.
+        let zeros_from = |position: u64| {
+            active
+                && bytes
+                    .get(usize::try_from(position).unwrap_or(usize::MAX)..end)
+                    .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+        };
         match scan.stop() {
+            Some(Stop::Corrupt { position, .. } | Stop::Incomplete { position, .. })
+                if zeros_from(*position) => {}
             Some(Stop::Corrupt { position, kind }) => {
                 report.problems.push(Problem::new(&path, *position, kind));
             }

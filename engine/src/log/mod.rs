@@ -47,6 +47,16 @@ use crate::codec::record::{self, FLAG_END_OF_BATCH, FrameFields, MAX_HEADER_LEN,
 use crate::error::{Error, Result};
 use crate::storage::{LockFile, LockGuard, OpenMode, SharedStorage, StorageFile};
 
+/// How far past its data a prefilling log keeps zeros written (see [`LogOptions::prefill`]).
+pub const PREFILL_BYTES: u64 = 64 << 10;
+/// Batches larger than this do not prefill: they are bound by the disk's bandwidth.
+pub const PREFILL_MAX_BATCH: u64 = 16 << 10;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+const _: () = assert!(
+    ZEROS.len() as u64 == PREFILL_BYTES,
+    "one write of zeros tops up a prefill"
+);
+
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -80,6 +90,12 @@ pub struct LogOptions {
     pub wait_for_lock: bool,
     /// Whether this handle holds the writer lock for its lifetime or only around each write.
     pub writer_lock: WriterLock,
+    /// Keep up to [`PREFILL_BYTES`] of zeros written past the data of the active segment, so
+    /// that small batches overwrite instead of growing the file (default false). Worth it
+    /// where small appends are fsynced one by one (a queue's logs in `always` mode): on ext4
+    /// an fdatasync that grows a file also commits the journal, one that overwrites does not.
+    /// Batches over [`PREFILL_MAX_BATCH`] never prefill.
+    pub prefill: bool,
 }
 
 /// How a writer holds the log's cross-process lock.
@@ -104,6 +120,7 @@ impl Default for LogOptions {
             durability: Durability::Always,
             wait_for_lock: false,
             writer_lock: WriterLock::Exclusive,
+            prefill: false,
         }
     }
 }
@@ -168,6 +185,9 @@ struct Active {
     index_file: Arc<dyn StorageFile>,
     /// Bytes written (the next frame's position).
     len: u64,
+    /// The file's length: `len`, or more when zeros were written past it (see
+    /// [`Inner::prefill`]).
+    file_len: u64,
     /// Entries in the index file.
     index_entries: u64,
     /// Position of the last index entry (or the header's end).
@@ -634,6 +654,19 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("cannot spawn the log sync thread: {e}"))
 }
 
+/// Whether the bytes of the active segment at `at` (up to a frame header's worth, or to `len`)
+/// are all zeros.
+fn zeros_at(active: &Active, at: u64, len: u64) -> Result<bool> {
+    let mut bytes = [0u8; record::FRAME_HEADER_LEN];
+    let n = usize::try_from(len - at).map_or(bytes.len(), |n| n.min(bytes.len()));
+    let bytes = bytes.get_mut(..n).unwrap_or_default();
+    active
+        .file
+        .read_exact_at(bytes, at)
+        .map_err(|e| Error::io("read", &active.path, e))?;
+    Ok(bytes.iter().all(|&b| b == 0))
+}
+
 impl Inner {
     /// Enters the writer lock: a shared writer takes the cross-process lock if no operation of
     /// this process holds it yet, and catches up with what other processes wrote meanwhile.
@@ -699,16 +732,21 @@ impl Inner {
                 },
             ));
         }
-        if len > committed {
+        // Past the committed length there are zeros a writer wrote ahead (see `prefill`), or
+        // the batch of a writer that died before committing it, which always starts right at
+        // the committed length: the first frame's worth of bytes tells them apart.
+        let leftover = len > committed && !zeros_at(&w.active, committed, len)?;
+        if leftover {
             w.active
                 .file
                 .set_len(committed)
                 .map_err(|e| Error::io("truncate", &w.active.path, e))?;
         }
-        if !(unchanged && len == committed) {
+        if !unchanged || leftover {
             recovery::trim_index(&mut w.active, committed)?;
         }
         w.active.len = committed;
+        w.active.file_len = if leftover { committed } else { len };
         w.next_offset = head.next_offset;
         w.last_timestamp_ms = head.last_timestamp_ms;
         let current = w.watermark();
@@ -854,6 +892,10 @@ impl Inner {
             w.active.last_indexed = position;
         }
         w.active.len += batch_len;
+        w.active.file_len = w.active.file_len.max(w.active.len);
+        if self.options.prefill && batch_len <= PREFILL_MAX_BATCH {
+            self.prefill(&mut w.active)?;
+        }
         w.next_offset += entries.len() as u64;
         w.last_timestamp_ms = now;
         let watermark = w.watermark();
@@ -871,6 +913,32 @@ impl Inner {
         ))
     }
 
+    /// Once fewer than `PREFILL_BYTES / 2` bytes of the file lie past the data, writes zeros up
+    /// to `PREFILL_BYTES` past it (never past the segment's size limit, where it rolls), so
+    /// that small batches overwrite blocks the file system has already allocated and sized:
+    /// on ext4 an fdatasync that grows a file also commits the journal, one that overwrites
+    /// does not. The zeros reach the disk with the batch's own fdatasync; they never decode
+    /// as a frame (the checksum mask), and readers, recovery and other writers know them
+    /// (FORMAT.md, Prefill).
+    fn prefill(&self, active: &mut Active) -> Result<()> {
+        if active.file_len >= active.len + PREFILL_BYTES / 2 {
+            return Ok(());
+        }
+        let target = (active.len + PREFILL_BYTES).min(self.options.segment_bytes_max);
+        if target <= active.file_len {
+            return Ok(());
+        }
+        let zeros = ZEROS
+            .get(..usize::try_from(target - active.file_len).unwrap_or(ZEROS.len()))
+            .unwrap_or(&ZEROS);
+        active
+            .file
+            .write_all_at(zeros, active.file_len)
+            .map_err(|e| self.poisoned(Error::io("write", &active.path, e)))?;
+        active.file_len += zeros.len() as u64;
+        Ok(())
+    }
+
     fn should_roll(&self, w: &Writer, batch_len: u64, now: u64) -> bool {
         let has_records = w.active.len > FILE_HEADER_LEN as u64;
         let full = w.active.len + batch_len > self.options.segment_bytes_max;
@@ -884,7 +952,15 @@ impl Inner {
     /// Seals the active segment and starts the next one at `w.next_offset`.
     fn roll(&self, w: &mut Writer, now: u64) -> Result<()> {
         // 1. A sealed segment is complete and durable in every mode: sync it and its index
-        //    before the next segment exists, so recovery never has to look at it again.
+        //    before the next segment exists, so recovery never has to look at it again. It
+        //    ends at its last frame: the zeros of a prefill go first.
+        if w.active.file_len > w.active.len {
+            w.active
+                .file
+                .set_len(w.active.len)
+                .map_err(|e| self.poisoned(Error::io("truncate", &w.active.path, e)))?;
+            w.active.file_len = w.active.len;
+        }
         w.active
             .file
             .sync_data()
@@ -928,6 +1004,7 @@ impl Inner {
             index_path,
             index_file,
             len: FILE_HEADER_LEN as u64,
+            file_len: FILE_HEADER_LEN as u64,
             index_entries: 0,
             last_indexed: FILE_HEADER_LEN as u64,
         };

@@ -132,6 +132,8 @@ struct View {
     file: Option<Arc<dyn StorageFile>>,
     header: Option<FileHeader>,
     map: Option<Mapping>,
+    /// How many bytes of `map` were committed when it was made: all a snapshot is good for.
+    mapped_end: u64,
     /// File length of a sealed segment.
     sealed_len: Option<u64>,
     /// A sealed segment's index, memory-mapped (sealed indexes never change in place).
@@ -490,6 +492,7 @@ impl LogReader {
         };
         if let Some(map) = &view.map
             && map.len() as u64 >= end
+            && (map.sees_later_writes() || end <= view.mapped_end)
         {
             return Ok((map.clone(), end));
         }
@@ -512,6 +515,7 @@ impl LogReader {
             ));
         }
         view.map = Some(map.clone());
+        view.mapped_end = end;
         Ok((map, end))
     }
 

@@ -423,20 +423,29 @@ fn recover_active(
             CorruptionKind::InSyncedRegion { synced_len },
         ));
     }
+    // Zeros after the last batch are a prefill (see `Inner::prefill`): they stay, so the next
+    // appends overwrite them. Anything else there goes, zeros included: a batch torn by a
+    // power loss may have lost a page in the middle and kept the ones after it, and those
+    // frames must never follow what is appended next.
+    let zeros_after = tail
+        .get(usize::try_from(valid_end - start).unwrap_or(usize::MAX)..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == 0));
+    let cut = valid_end < file_len && !zeros_after;
     report.scanned_from = start;
     report.scanned_bytes = file_len - start;
-    report.truncated_bytes = file_len - valid_end;
+    report.truncated_bytes = if cut { file_len - valid_end } else { 0 };
     report.index_entries_rebuilt = rebuilt as u64;
 
-    if valid_end < file_len {
+    if cut {
         // Only bytes past the committed length go: no reader has been told they exist.
         file.set_len(valid_end)
             .map_err(|e| Error::io("truncate", &path, e))?;
     }
     // Adopt what survived as durable, so the head can say all of it is synced. When the head
     // already vouched for every byte and nothing was cut, there is nothing to sync (and a
-    // reopen, which every CLI command is, pays no fdatasync).
-    if valid_end != synced_len || valid_end != file_len {
+    // reopen, which every CLI command is, pays no fdatasync). Kept zeros need no sync: lost,
+    // they leave a shorter file, which the next append extends.
+    if valid_end != synced_len || cut {
         file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
     }
 
@@ -476,6 +485,7 @@ fn recover_active(
             index_path,
             index_file,
             len: valid_end,
+            file_len: if cut { valid_end } else { file_len },
             index_entries: entries.len() as u64,
             last_indexed: entries.last().map_or(header_len, |e| u64::from(e.position)),
         },
@@ -604,6 +614,7 @@ pub(super) fn open_active(storage: &dyn Storage, dir: &Path, base: u64) -> Resul
         index_path,
         index_file,
         len: FILE_HEADER_LEN as u64,
+        file_len: FILE_HEADER_LEN as u64,
         index_entries: index_len.saturating_sub(FILE_HEADER_LEN as u64) / INDEX_ENTRY_LEN as u64,
         last_indexed: FILE_HEADER_LEN as u64,
     })

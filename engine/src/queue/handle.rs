@@ -312,6 +312,8 @@ fn log_options(dir: &DirInner, attributes: &QueueAttributes, journal: bool) -> L
         } else {
             WriterLock::Shared
         },
+        // Sends and deletes are small and each is fsynced before it returns.
+        prefill: attributes.durability == DurabilityMode::Always,
         ..LogOptions::default()
     }
 }

@@ -96,7 +96,9 @@ pub trait StorageFile: Send + Sync + Debug {
     ///
     /// The view may be longer than the file (a real mapping reserves room to grow into); the
     /// caller must not touch bytes at or past the file's length at the time it reads them. It
-    /// may also be shorter than `len` (a simulated snapshot stops at the end of the file).
+    /// may also be shorter than `len` (a simulated snapshot stops at the end of the file). A
+    /// real mapping shows later writes; a snapshot ([`Mapping::sees_later_writes`] false)
+    /// shows the file as it was when mapped.
     fn map(&self, len: u64) -> io::Result<Mapping>;
 }
 
@@ -122,22 +124,35 @@ pub trait MappedBytes: Send + Sync + Debug {
 
 /// A shared, cheaply cloned, read-only view of a file (a memory map, or a snapshot in tests).
 #[derive(Debug, Clone)]
-pub struct Mapping(Arc<dyn MappedBytes>);
+pub struct Mapping {
+    bytes: Arc<dyn MappedBytes>,
+    live: bool,
+}
 
 impl Mapping {
-    /// Wraps mapped bytes.
+    /// Wraps mapped bytes that show later writes to the file (a memory map).
     pub fn new(bytes: Arc<dyn MappedBytes>) -> Self {
-        Mapping(bytes)
+        Mapping { bytes, live: true }
+    }
+
+    /// Wraps a copy of the file's bytes, which later writes do not change.
+    pub fn snapshot(bytes: Arc<dyn MappedBytes>) -> Self {
+        Mapping { bytes, live: false }
+    }
+
+    /// Whether writes made to the file after it was mapped show through.
+    pub fn sees_later_writes(&self) -> bool {
+        self.live
     }
 
     /// All mapped bytes (see [`StorageFile::map`] for which of them may be touched).
     pub fn bytes(&self) -> &[u8] {
-        self.0.bytes()
+        self.bytes.bytes()
     }
 
     /// Mapped length.
     pub fn len(&self) -> usize {
-        self.0.bytes().len()
+        self.bytes.bytes().len()
     }
 
     /// True when nothing is mapped.

@@ -27,13 +27,14 @@ pub enum CrashPlan {
     ProcessCrash,
     /// Power loss: only fsynced bytes and fsynced directory entries survive.
     PowerLoss,
-    /// Power loss in which each file keeps up to `bytes` of the bytes appended since its last
-    /// fsync (a torn write of that length).
+    /// Power loss in which each file keeps up to `bytes` of the bytes written since its last
+    /// fsync, from the first one that changed (a torn write of that length), appended or
+    /// overwritten in place.
     PowerLossKeeping {
-        /// How many unsynced appended bytes survive per file.
+        /// How many unsynced bytes survive per file.
         bytes: u64,
     },
-    /// Power loss in which each file keeps a pseudo-random prefix of its unsynced appended bytes.
+    /// Power loss in which each file keeps a pseudo-random prefix of its unsynced bytes.
     PowerLossTorn {
         /// Seed of the prefix lengths.
         seed: u64,
@@ -262,7 +263,7 @@ impl SimStorage {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    let extra = inode.live.len().saturating_sub(inode.durable.len()) as u64;
+                    let extra = inode.live.len().saturating_sub(first_change(&inode)) as u64;
                     torn(&inode, rng % (extra + 1))
                 }
             };
@@ -290,17 +291,25 @@ impl SimStorage {
     }
 }
 
-/// The durable image plus up to `keep` bytes of what was appended after it.
+/// Where the live bytes first differ from the durable ones (or where the shorter ends).
+fn first_change(inode: &Inode) -> usize {
+    let (live, durable) = (&inode.live, &inode.durable);
+    live.iter()
+        .zip(durable)
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| live.len().min(durable.len()))
+}
+
+/// The durable image with up to `keep` bytes of what was written since it, from the first
+/// changed byte on: appended bytes, or bytes overwritten in place (a file's prefilled zeros),
+/// each of which then reads back new up to that point and old after it.
 fn torn(inode: &Inode, keep: u64) -> Vec<u8> {
-    let durable = &inode.durable;
-    let live = &inode.live;
-    if live.len() > durable.len() && live.starts_with(durable) {
-        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-        let end = durable.len().saturating_add(keep).min(live.len());
-        live[..end].to_vec()
-    } else {
-        durable.clone()
-    }
+    let (live, durable) = (&inode.live, &inode.durable);
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+    let end = first_change(inode).saturating_add(keep).min(live.len());
+    let mut bytes = live.get(..end).unwrap_or(live).to_vec();
+    bytes.extend_from_slice(durable.get(end..).unwrap_or_default());
+    bytes
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -662,7 +671,9 @@ impl StorageFile for SimFile {
     fn map(&self, len: u64) -> io::Result<Mapping> {
         let inode = lock(&self.inode);
         let end = to_usize(len)?.min(inode.live.len());
-        Ok(Mapping::new(Arc::new(Snapshot(inode.live[..end].to_vec()))))
+        Ok(Mapping::snapshot(Arc::new(Snapshot(
+            inode.live[..end].to_vec(),
+        ))))
     }
 }
 
@@ -703,6 +714,23 @@ mod tests {
         assert_eq!(kill.contents(&a).unwrap(), b"durable and not");
         let torn = sim.crash(CrashPlan::PowerLossKeeping { bytes: 3 });
         assert_eq!(torn.contents(&a).unwrap(), b"durable an");
+    }
+
+    #[test]
+    fn an_unsynced_overwrite_tears_like_an_append() {
+        let (sim, dir) = setup();
+        let a = dir.join("a");
+        let f = sim.open(&a, OpenMode::CreateNew).unwrap();
+        sim.sync_dir(&dir).unwrap();
+        f.write_all_at(&[0; 12], 0).unwrap();
+        f.sync_data().unwrap();
+        f.write_all_at(b"data", 2).unwrap();
+        let torn = sim.crash(CrashPlan::PowerLossKeeping { bytes: 3 });
+        assert_eq!(torn.contents(&a).unwrap(), b"\0\0dat\0\0\0\0\0\0\0");
+        let lost = sim.crash(CrashPlan::PowerLoss);
+        assert_eq!(lost.contents(&a).unwrap(), [0; 12]);
+        let kept = sim.crash(CrashPlan::PowerLossKeeping { bytes: u64::MAX });
+        assert_eq!(kept.contents(&a).unwrap(), b"\0\0data\0\0\0\0\0\0");
     }
 
     #[test]
