@@ -14,7 +14,8 @@ use shoal_engine::clock::ManualClock;
 use shoal_engine::codec::head::{HEAD_LEN, Head};
 use shoal_engine::codec::record::{self, FLAG_END_OF_BATCH, FrameFields};
 use shoal_engine::log::{
-    CheckReport, Durability, Entry, LogOptions, PREFILL_BYTES, PREFILL_MAX_BATCH, WriterLock, check,
+    CheckReport, Durability, Entry, LogOptions, PREFILL_BYTES, PREFILL_MAX_BATCH, WriterLock,
+    check, head_behind,
 };
 use shoal_engine::storage::{CrashPlan, OpenMode, SimStorage, Storage};
 
@@ -230,4 +231,30 @@ fn write_at(storage: &SimStorage, at: u64, bytes: &[u8]) {
         .open(&segment_file(&sim_dir(), 0), OpenMode::ReadWrite)
         .unwrap();
     file.write_all_at(bytes, at).unwrap();
+}
+
+/// A reader that finds frames past the head's committed length (a head older than the data,
+/// after a power loss) has the log recovered first; zeros written ahead are not such frames.
+#[test]
+fn a_head_is_behind_only_when_frames_follow_what_it_commits() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = prefill_options(Durability::Always);
+    let head_path = sim_dir().join("head");
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 5, 1);
+    assert!(segment_len(&storage, 0) > committed(&storage));
+    assert!(!head_behind(&storage, &sim_dir()), "zeros taken for data");
+    let old_head = storage.contents(&head_path).unwrap();
+    append_records(&log, 5, 1);
+    drop(log);
+    assert!(!head_behind(&storage, &sim_dir()));
+
+    storage.put_file(&head_path, &old_head);
+    assert!(
+        head_behind(&storage, &sim_dir()),
+        "records past the head missed"
+    );
+    storage.put_file(&head_path, &[]);
+    assert!(head_behind(&storage, &sim_dir()), "a missing head trusted");
 }

@@ -92,9 +92,9 @@ pub struct LogOptions {
     pub writer_lock: WriterLock,
     /// Keep up to [`PREFILL_BYTES`] of zeros written past the data of the active segment, so
     /// that small batches overwrite instead of growing the file (default false). Worth it
-    /// where small appends are fsynced one by one (a queue's logs in `always` mode): on ext4
-    /// an fdatasync that grows a file also commits the journal, one that overwrites does not.
-    /// Batches over [`PREFILL_MAX_BATCH`] never prefill.
+    /// where small appends are fsynced one by one (the logs of queues, streams and topics in
+    /// `always` mode): on ext4 an fdatasync that grows a file also commits the journal, one
+    /// that overwrites does not. Batches over [`PREFILL_MAX_BATCH`] never prefill.
     pub prefill: bool,
 }
 
@@ -654,17 +654,42 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("cannot spawn the log sync thread: {e}"))
 }
 
-/// Whether the bytes of the active segment at `at` (up to a frame header's worth, or to `len`)
-/// are all zeros.
-fn zeros_at(active: &Active, at: u64, len: u64) -> Result<bool> {
+/// Whether the bytes of a segment of `len` bytes from `at` on are zeros, as far as a frame's
+/// fixed part goes: what a writer appends starts there with a frame, whose fixed part is never
+/// all zeros, where a prefill is nothing but zeros.
+fn zeros_at(file: &dyn StorageFile, at: u64, len: u64) -> std::io::Result<bool> {
     let mut bytes = [0u8; record::FRAME_HEADER_LEN];
-    let n = usize::try_from(len - at).map_or(bytes.len(), |n| n.min(bytes.len()));
+    let n = usize::try_from(len.saturating_sub(at)).map_or(bytes.len(), |n| n.min(bytes.len()));
     let bytes = bytes.get_mut(..n).unwrap_or_default();
-    active
-        .file
-        .read_exact_at(bytes, at)
-        .map_err(|e| Error::io("read", &active.path, e))?;
+    file.read_exact_at(bytes, at)?;
     Ok(bytes.iter().all(|&b| b == 0))
+}
+
+/// True when a log's head is missing or does not decode, or when its active segment holds
+/// frames past the committed length (zeros written ahead of the data do not count). The head
+/// is never fsynced, so after a power loss it can be older than the data: a reader trusting it
+/// would not return acknowledged records. Such a log is opened for writing first, whose
+/// recovery publishes a head that covers every record.
+pub fn head_behind(storage: &dyn crate::storage::Storage, dir: &Path) -> bool {
+    let head = storage
+        .open(&dir.join(segment::HEAD_FILE), OpenMode::Read)
+        .ok()
+        .and_then(|file| reader::read_head(&*file, &dir.join(segment::HEAD_FILE)).ok());
+    let Some(head) = head else {
+        return true;
+    };
+    let Ok(file) = storage.open(
+        &segment::segment_path(dir, head.active_base),
+        OpenMode::Read,
+    ) else {
+        return false;
+    };
+    match file.len() {
+        Ok(len) if len > head.committed_len => {
+            !zeros_at(&*file, head.committed_len, len).unwrap_or(false)
+        }
+        _ => false,
+    }
 }
 
 impl Inner {
@@ -735,7 +760,9 @@ impl Inner {
         // Past the committed length there are zeros a writer wrote ahead (see `prefill`), or
         // the batch of a writer that died before committing it, which always starts right at
         // the committed length: the first frame's worth of bytes tells them apart.
-        let leftover = len > committed && !zeros_at(&w.active, committed, len)?;
+        let leftover = len > committed
+            && !zeros_at(&*w.active.file, committed, len)
+                .map_err(|e| Error::io("read", &w.active.path, e))?;
         if leftover {
             w.active
                 .file

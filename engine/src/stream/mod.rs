@@ -537,6 +537,8 @@ fn log_options(meta: &StreamMeta) -> LogOptions {
         max_record_bytes: meta.max_record_bytes,
         durability: meta.durability.log(),
         writer_lock: WriterLock::Shared,
+        // Single-record puts are small, and each is fsynced before it returns.
+        prefill: meta.durability == DurabilityMode::Always,
         ..LogOptions::default()
     }
 }
@@ -558,37 +560,10 @@ fn open_log(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<Log> {
 /// publishes a head that covers every record), as the next put would.
 fn open_reader(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<LogReader> {
     let path = shard_dir(dir, &meta.name, index);
-    if head_behind(&*dir.storage, &path) {
+    if crate::log::head_behind(&*dir.storage, &path) {
         drop(open_log(dir, meta, index)?);
     }
     LogReader::open(Arc::clone(&dir.storage), &path)
-}
-
-/// True when a log's head does not decode, or names less of its active segment than the
-/// segment file holds.
-fn head_behind(storage: &dyn crate::storage::Storage, path: &std::path::Path) -> bool {
-    use crate::codec::head::{HEAD_LEN, Head};
-    use crate::log::segment;
-    use crate::storage::OpenMode;
-    let len_of = |file: &std::path::Path| {
-        storage
-            .open(file, OpenMode::Read)
-            .and_then(|f| f.len())
-            .ok()
-    };
-    let head = storage
-        .open(&path.join(segment::HEAD_FILE), OpenMode::Read)
-        .ok()
-        .and_then(|f| {
-            let mut buf = [0u8; HEAD_LEN];
-            f.read_exact_at(&mut buf, 0).ok()?;
-            Head::decode(&buf).ok()
-        });
-    let Some(head) = head else {
-        return true;
-    };
-    len_of(&segment::segment_path(path, head.active_base))
-        .is_some_and(|len| len > head.committed_len)
 }
 
 fn create_shard_log(dir: &DirInner, meta: &StreamMeta, index: u32) -> Result<()> {

@@ -283,6 +283,8 @@ pub(super) fn open_log(dir: &DirInner, path: &Path, attributes: &TopicAttributes
             max_record_bytes: (1 << 20) + (64 << 10),
             durability: attributes.durability.log(),
             writer_lock: WriterLock::Shared,
+            // A publish is small, and fsynced before it returns.
+            prefill: attributes.durability == crate::durability::DurabilityMode::Always,
             ..LogOptions::default()
         },
     )
