@@ -9,12 +9,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use shoal_engine::clock::ManualClock;
 use shoal_engine::codec::head::{HEAD_LEN, Head};
 use shoal_engine::codec::record::{self, FLAG_END_OF_BATCH, FrameFields};
 use shoal_engine::log::{
-    CheckReport, Durability, Entry, LogOptions, PREFILL_BYTES, PREFILL_MAX_BATCH, WriterLock,
+    CheckReport, Durability, Entry, Log, LogOptions, PREFILL_BYTES, PREFILL_MAX_BATCH, WriterLock,
     check, head_behind,
 };
 use shoal_engine::storage::{CrashPlan, OpenMode, SimStorage, Storage};
@@ -25,6 +27,15 @@ fn prefill_options(durability: Durability) -> LogOptions {
         prefill: true,
         ..small_options(durability)
     }
+}
+
+/// A new `always` log with prefill on simulated storage.
+fn prefilled_log() -> (SimStorage, Arc<ManualClock>, LogOptions, Log) {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = prefill_options(Durability::Always);
+    let log = open_sim(&storage, &clock, &options);
+    (storage, clock, options, log)
 }
 
 fn segment_len(storage: &SimStorage, base: u64) -> u64 {
@@ -54,10 +65,7 @@ fn assert_check_clean(storage: &SimStorage) {
 
 #[test]
 fn small_appends_write_zeros_ahead_and_a_reopen_keeps_them() {
-    let storage = SimStorage::new();
-    let clock = ManualClock::new(1_000);
-    let options = prefill_options(Durability::Always);
-    let log = open_sim(&storage, &clock, &options);
+    let (storage, clock, options, log) = prefilled_log();
     append_records(&log, 50, 5);
     let end = committed(&storage);
     let len = segment_len(&storage, 0);
@@ -86,10 +94,7 @@ fn small_appends_write_zeros_ahead_and_a_reopen_keeps_them() {
 
 #[test]
 fn acknowledged_appends_over_zeros_survive_a_power_loss() {
-    let storage = SimStorage::new();
-    let clock = ManualClock::new(1_000);
-    let options = prefill_options(Durability::Always);
-    let log = open_sim(&storage, &clock, &options);
+    let (storage, clock, options, log) = prefilled_log();
     append_records(&log, 30, 3);
     drop(log);
     let storage = storage.crash(CrashPlan::PowerLoss);
@@ -100,10 +105,7 @@ fn acknowledged_appends_over_zeros_survive_a_power_loss() {
 
 #[test]
 fn a_roll_seals_the_segment_at_its_last_frame() {
-    let storage = SimStorage::new();
-    let clock = ManualClock::new(1_000);
-    let options = prefill_options(Durability::Always);
-    let log = open_sim(&storage, &clock, &options);
+    let (storage, _, _, log) = prefilled_log();
     append_records(&log, 20, 4);
     let end = committed(&storage);
     assert!(segment_len(&storage, 0) > end);
@@ -140,10 +142,7 @@ fn large_batches_and_logs_without_the_option_write_no_zeros() {
 /// the next record appended over the zeros before it, and the next recovery would adopt it.
 #[test]
 fn zeros_with_a_frame_further_on_are_cut() {
-    let storage = SimStorage::new();
-    let clock = ManualClock::new(1_000);
-    let options = prefill_options(Durability::Always);
-    let log = open_sim(&storage, &clock, &options);
+    let (storage, clock, options, log) = prefilled_log();
     append_records(&log, 10, 1);
     let end = committed(&storage);
     drop(log);
@@ -237,11 +236,8 @@ fn write_at(storage: &SimStorage, at: u64, bytes: &[u8]) {
 /// after a power loss) has the log recovered first; zeros written ahead are not such frames.
 #[test]
 fn a_head_is_behind_only_when_frames_follow_what_it_commits() {
-    let storage = SimStorage::new();
-    let clock = ManualClock::new(1_000);
-    let options = prefill_options(Durability::Always);
+    let (storage, _, _, log) = prefilled_log();
     let head_path = sim_dir().join("head");
-    let log = open_sim(&storage, &clock, &options);
     append_records(&log, 5, 1);
     assert!(segment_len(&storage, 0) > committed(&storage));
     assert!(!head_behind(&storage, &sim_dir()), "zeros taken for data");
