@@ -137,6 +137,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// A log's `NotFound` (another process deleted the log under this writer) replaced by
+    /// `gone()`, the `NotFound` of the queue or stream the log belongs to; any other error
+    /// unchanged.
+    pub(crate) fn when_log_gone(self, gone: impl FnOnce() -> Error) -> Self {
+        match self {
+            Error::NotFound { kind: "log", .. } => gone(),
+            e => e,
+        }
+    }
+
     /// Wraps an I/O error with what was being done and to which path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

@@ -504,10 +504,7 @@ impl Queue {
 
     /// A log of this queue found deleted by another process means the queue is gone.
     fn gone(&self, e: Error) -> Error {
-        match e {
-            Error::NotFound { kind: "log", .. } => not_found(&self.name),
-            e => e,
-        }
+        e.when_log_gone(|| not_found(&self.name))
     }
 
     /// The queue's name.

@@ -79,10 +79,7 @@ impl Stream {
 
     /// A shard log found deleted by another process means the stream is gone.
     fn gone(&self, e: Error) -> Error {
-        match e {
-            Error::NotFound { kind: "log", .. } => not_found(&self.name),
-            e => e,
-        }
+        e.when_log_gone(|| not_found(&self.name))
     }
 
     pub(super) fn reader(&self, index: u32) -> Result<Arc<LogReader>> {
