@@ -164,6 +164,9 @@ fn group_commit_shares_fsyncs_between_concurrent_appenders() {
         fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
             self.0.read_exact_at(buf, pos)
         }
+        fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+            self.0.read_at(buf, pos)
+        }
         fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
             self.0.write_all_at(buf, pos)
         }

@@ -203,6 +203,79 @@ fn a_dead_writers_uncommitted_batch_in_the_zeros_is_cut() {
     assert_holds(&log, 0, 11);
 }
 
+/// A shared writer that rolls seals the segment at its last frame even when another writer's
+/// prefill reaches further than its own: a large batch (no prefill) after the other writer's
+/// small one leaves this writer knowing less of the file than there is.
+#[test]
+fn a_shared_writers_roll_cuts_zeros_another_writer_wrote() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..prefill_options(Durability::Always)
+    };
+    let first = open_sim(&storage, &clock, &options);
+    let second = open_sim(&storage, &clock, &options);
+    second.append(&[Entry::new(b"one")]).unwrap();
+    first.append(&[Entry::new(b"two")]).unwrap();
+    let big = vec![7u8; usize::try_from(PREFILL_MAX_BATCH).unwrap() + 1];
+    second.append(&[Entry::new(&big)]).unwrap();
+    let end = committed(&storage);
+    assert!(
+        segment_len(&storage, 0) > end,
+        "the first writer's zeros reach past the batch"
+    );
+
+    second.roll().unwrap();
+    assert_eq!(
+        segment_len(&storage, 0),
+        end,
+        "zeros left in the sealed segment"
+    );
+    assert_check_clean(&storage);
+    assert_eq!(second.next_offset(), 3);
+}
+
+/// A shared writer catching up learns what follows the committed length by reading it, not
+/// by asking the segment's length: on Linux a stat makes the write and fdatasync after it
+/// slower (see `past_committed` in the log). It still finds a file cut short of what the head
+/// commits, and refuses to write.
+#[test]
+fn a_shared_writer_catches_up_without_a_stat_and_finds_a_cut_file() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1_000);
+    let options = LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..prefill_options(Durability::Always)
+    };
+    let log = open_sim(&storage, &clock, &options);
+    append_records(&log, 1, 1);
+    let stats = || {
+        storage
+            .stats()
+            .file_stats
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = stats();
+    append_records(&log, 20, 1);
+    assert_eq!(stats(), before, "a shared append asked a file's length");
+
+    let end = committed(&storage);
+    storage
+        .open(&segment_file(&sim_dir(), 0), OpenMode::ReadWrite)
+        .unwrap()
+        .set_len(end - 1)
+        .unwrap();
+    let err = log.append(&[Entry::new(b"more")]).unwrap_err();
+    match err {
+        shoal_engine::Error::Corruption {
+            kind: shoal_engine::CorruptionKind::Truncated { needed, available },
+            ..
+        } => assert_eq!((needed, available), (end, end - 1)),
+        other => panic!("expected a truncated segment, got {other:?}"),
+    }
+}
+
 /// Frames of one-record batches `(offset, payload length)`, as a writer would write them.
 fn frames(records: &[(u64, usize)], timestamp_ms: u64) -> Vec<u8> {
     let mut out = Vec::new();

@@ -14,7 +14,7 @@ use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, Storag
 /// log reads only its tail.
 #[derive(Debug, Default)]
 pub struct IoStats {
-    /// Bytes read with `read_exact_at`.
+    /// Bytes read with `read_exact_at` and `read_at`.
     pub bytes_read: AtomicU64,
     /// Bytes written.
     pub bytes_written: AtomicU64,
@@ -256,6 +256,22 @@ impl StorageFile for FsFile {
             .bytes_read
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.file.read_exact_at(buf, pos)
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
+            match self.file.read_at(rest, pos + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.stats
+            .bytes_read
+            .fetch_add(done as u64, Ordering::Relaxed);
+        Ok(done)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {

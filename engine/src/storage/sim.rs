@@ -77,8 +77,10 @@ struct State {
 /// Counters of simulated I/O.
 #[derive(Debug, Default)]
 pub struct SimStats {
-    /// Bytes read with `read_exact_at`.
+    /// Bytes read with `read_exact_at` and `read_at`.
     pub bytes_read: AtomicU64,
+    /// Length queries of files (`len`: a stat).
+    pub file_stats: AtomicU64,
     /// Successful file fsyncs.
     pub file_syncs: AtomicU64,
     /// Directory fsyncs.
@@ -584,6 +586,10 @@ impl SimFile {
 
 impl StorageFile for SimFile {
     fn len(&self) -> io::Result<u64> {
+        self.storage
+            .stats()
+            .file_stats
+            .fetch_add(1, Ordering::Relaxed);
         Ok(lock(&self.inode).live.len() as u64)
     }
 
@@ -600,6 +606,21 @@ impl StorageFile for SimFile {
             .bytes_read
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let pos = to_usize(pos)?;
+        let inode = lock(&self.inode);
+        let src = inode.live.get(pos..).unwrap_or_default();
+        let n = src.len().min(buf.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(src.get(..n).unwrap_or_default());
+        self.storage
+            .stats()
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
