@@ -684,7 +684,7 @@ enum Past {
 /// goes, instead of asking the file's length: on Linux (6.13 and later, with multigrain
 /// timestamps) a stat marks the file's change time as seen, so the next write must update
 /// it, and on this machine an fstat before each write made the write + fdatasync that
-/// follows 80 us slower (135 against 215 us; BENCHMARKS.md).
+/// follows about 80 µs slower (BENCHMARKS.md, "No stat before a write").
 fn past_committed(file: &dyn StorageFile, committed: u64) -> std::io::Result<Past> {
     let mut bytes = [0u8; 1 + record::FRAME_HEADER_LEN];
     let n = file.read_at(&mut bytes, committed.saturating_sub(1))?;
