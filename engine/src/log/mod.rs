@@ -681,10 +681,9 @@ enum Past {
 }
 
 /// Reads the byte before `committed` and a frame's fixed part after it, as far as the file
-/// goes, instead of asking the file's length: on Linux (6.13 and later, with multigrain
-/// timestamps) a stat marks the file's change time as seen, so the next write must update
-/// it, and on this machine an fstat before each write made the write + fdatasync that
-/// follows about 80 µs slower (BENCHMARKS.md, "No stat before a write").
+/// goes: one call tells what a length query and a read would. (A stat asking for the change
+/// time, as `File::metadata` does, also made the next write + fdatasync about 80 µs slower
+/// on this machine; see `FsFile::len` and BENCHMARKS.md, "No stat before a write".)
 fn past_committed(file: &dyn StorageFile, committed: u64) -> std::io::Result<Past> {
     let mut bytes = [0u8; 1 + record::FRAME_HEADER_LEN];
     let n = file.read_at(&mut bytes, committed.saturating_sub(1))?;
@@ -776,8 +775,7 @@ impl Inner {
         // Past the committed length there are zeros a writer wrote ahead (see `prefill`), or
         // the batch of a writer that died before committing it, which always starts right at
         // the committed length: the first frame's worth of bytes tells them apart. One read
-        // says that and whether the file still reaches the committed length, where a stat
-        // would cost the next fdatasync (see `past_committed`).
+        // says that and whether the file still reaches the committed length.
         let past = past_committed(&*w.active.file, committed)
             .map_err(|e| Error::io("read", &w.active.path, e))?;
         if past == Past::Short {

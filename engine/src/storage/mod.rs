@@ -82,13 +82,13 @@ pub trait Watcher: Send + Debug {
     reason = "a file's emptiness is never asked, only its length"
 )]
 pub trait StorageFile: Send + Sync + Debug {
-    /// Current length in bytes.
+    /// Current length in bytes. Asks for nothing else: on Linux 6.13+ a stat that asks for
+    /// the change time makes the file's next write costlier (see `FsFile::len`).
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from `pos`; [`io::ErrorKind::UnexpectedEof`] when the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// Reads from `pos` until `buf` is full or the file ends; returns how many bytes it read
-    /// (0 when the file ends at or before `pos`). Tells how long a file is past `pos` without
-    /// a stat, which on Linux makes the file's next write costlier (see `Log`'s catch-up).
+    /// (0 when the file ends at or before `pos`).
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `pos`. On error, any prefix may have been written.
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
