@@ -740,17 +740,27 @@ fn print_table(table: &mut Table, args: &Args) {
     }
 }
 
-/// Flushes every dirty page (`sync`) and waits `pause`: what one workload left for the disk to
-/// write must not slow the next, and this disk writes its first ~600 MB several times faster
-/// than the rest (its write cache) and needs a moment to drain it. Without this a workload's
-/// rate depended on which ran before it (in one run shoal's 1 KiB durable appends went at 367 K
-/// records/s, and the same workload on the exclusive handle right after at 148 K).
+/// Flushes every dirty page (`sync`), empties the page cache where it may (as root), and waits
+/// `pause`: what one workload left must not slow the next. This disk writes its first ~600 MB
+/// several times faster than the rest (its write cache) and needs a moment to drain it; and on
+/// this virtual machine a write that must grow the page cache into memory the guest has not
+/// used since it booted goes 5-8x slower than one that reuses freed pages, so without emptying
+/// it every workload would meet the cache of every earlier one (the harness keeps their data
+/// to the end). Without this a workload's rate depended on which ran before it (in one run
+/// shoal's 1 KiB durable appends went at 367 K records/s, and the same workload on the
+/// exclusive handle right after at 148 K).
 fn settle(pause: Duration) {
     if pause.is_zero() {
         return;
     }
     if let Err(e) = Command::new("sync").status() {
         eprintln!("   sync: {e}");
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
+        WARNED.call_once(|| {
+            eprintln!("warning: cannot empty the page cache between workloads ({e}); run as root for comparable rows");
+        });
     }
     std::thread::sleep(pause);
 }
