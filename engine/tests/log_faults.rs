@@ -167,6 +167,9 @@ fn group_commit_shares_fsyncs_between_concurrent_appenders() {
         fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
             self.0.read_at(buf, pos)
         }
+        fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+            self.0.start_writeback(pos, len)
+        }
         fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
             self.0.write_all_at(buf, pos)
         }
@@ -321,6 +324,40 @@ fn never_mode_survives_a_process_crash_but_not_necessarily_power_loss() {
     assert_holds(&open_sim(&crashed, &clock, &options), 0, 10);
     // Nothing was fsynced: the records are gone, but the log still opens cleanly.
     assert_holds(&open_sim(&lost, &clock, &options), 0, 0);
+}
+
+/// A log that does not fsync each batch asks the OS to start writing each completed chunk of
+/// `WRITEBACK_CHUNK` bytes right away, once, so a roll's fdatasync finds little left. An
+/// `always` log, fsyncing every batch, never asks.
+#[test]
+fn unsynced_logs_start_writeback_of_each_completed_chunk() {
+    use shoal_engine::log::WRITEBACK_CHUNK;
+    use std::sync::atomic::Ordering;
+    let chunk = usize::try_from(WRITEBACK_CHUNK).unwrap();
+    let record = vec![7u8; 100 << 10];
+    let batches = (3 * chunk + chunk / 2) / record.len();
+    for durability in [Durability::Never, Durability::Always] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(0);
+        let options = LogOptions {
+            durability,
+            ..LogOptions::default()
+        };
+        let log = open_sim(&storage, &clock, &options);
+        for _ in 0..batches {
+            log.append(&[Entry::new(&record)]).unwrap();
+        }
+        let hinted = storage.stats().writeback_bytes.load(Ordering::Relaxed);
+        if durability == Durability::Never {
+            assert_eq!(
+                hinted,
+                3 * WRITEBACK_CHUNK,
+                "each of the three whole chunks, once"
+            );
+        } else {
+            assert_eq!(hinted, 0);
+        }
+    }
 }
 
 #[test]

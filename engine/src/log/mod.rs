@@ -51,6 +51,9 @@ use crate::storage::{LockFile, LockGuard, OpenMode, SharedStorage, StorageFile};
 pub const PREFILL_BYTES: u64 = 64 << 10;
 /// Batches larger than this do not prefill: they are bound by the disk's bandwidth.
 pub const PREFILL_MAX_BATCH: u64 = 16 << 10;
+/// In `interval` and `never` modes a writer starts writeback of each chunk of this many bytes
+/// of a segment as soon as it is written (see [`Inner::start_writeback`]).
+pub const WRITEBACK_CHUNK: u64 = 4 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 const _: () = assert!(
     ZEROS.len() as u64 == PREFILL_BYTES,
@@ -964,6 +967,7 @@ impl Inner {
         w.last_timestamp_ms = now;
         let watermark = w.watermark();
         if self.options.durability != Durability::Always {
+            self.start_writeback(&w.active, position);
             // Written to the OS is committed in these modes: readers may see it now.
             self.publish(watermark, None)?;
         }
@@ -1001,6 +1005,21 @@ impl Inner {
             .map_err(|e| self.poisoned(Error::io("write", &active.path, e)))?;
         active.file_len += zeros.len() as u64;
         Ok(())
+    }
+
+    /// Starts writeback of the [`WRITEBACK_CHUNK`]s of the active segment that the batch
+    /// written at `from` completed. Without it the kernel keeps an unsynced log's data in the
+    /// page cache until the roll's fdatasync has to write the whole segment (64 MiB, a stall of
+    /// 30-40 ms for the append that rolls, on this machine); with it the disk writes while the
+    /// appender goes on and the roll finds little left. Nothing waits for these writes and
+    /// nothing counts on them, so an error is ignored: a write that fails shows at the file's
+    /// next fdatasync, which poisons the log.
+    fn start_writeback(&self, active: &Active, from: u64) {
+        let start = from - from % WRITEBACK_CHUNK;
+        let end = active.len - active.len % WRITEBACK_CHUNK;
+        if end > start {
+            let _hint = active.file.start_writeback(start, end - start);
+        }
     }
 
     fn should_roll(&self, w: &Writer, batch_len: u64, now: u64) -> bool {

@@ -300,6 +300,28 @@ impl StorageFile for FsFile {
         self.file.sync_data()
     }
 
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(pos), Ok(len)) = (libc::off64_t::try_from(pos), libc::off64_t::try_from(len))
+        else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: a system call on a descriptor `self.file` keeps open for its duration; it
+        // touches no memory of this process.
+        #[expect(
+            unsafe_code,
+            reason = "sync_file_range has no wrapper in std or rustix"
+        )]
+        let rc = unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), pos, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn map(&self, len: u64) -> io::Result<Mapping> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
         if len == 0 {

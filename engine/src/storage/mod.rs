@@ -96,6 +96,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks the OS to start writing `len` bytes from `pos` to the disk and returns without
+    /// waiting for them (Linux `sync_file_range` with `SYNC_FILE_RANGE_WRITE`). A hint: it
+    /// makes nothing durable, and storage without such a call may do nothing.
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()>;
     /// A read-only view of the file's first `len` bytes.
     ///
     /// The view may be longer than the file (a real mapping reserves room to grow into); the
