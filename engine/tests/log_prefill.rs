@@ -29,6 +29,14 @@ fn prefill_options(durability: Durability) -> LogOptions {
     }
 }
 
+/// Options of an `always` log with prefill whose writers share it, a lock per operation.
+fn shared_prefill_options() -> LogOptions {
+    LogOptions {
+        writer_lock: WriterLock::Shared,
+        ..prefill_options(Durability::Always)
+    }
+}
+
 /// A new `always` log with prefill on simulated storage.
 fn prefilled_log() -> (SimStorage, Arc<ManualClock>, LogOptions, Log) {
     let storage = SimStorage::new();
@@ -177,10 +185,7 @@ fn zeros_with_a_frame_further_on_are_cut() {
 fn a_dead_writers_uncommitted_batch_in_the_zeros_is_cut() {
     let storage = SimStorage::new();
     let clock = ManualClock::new(1_000);
-    let options = LogOptions {
-        writer_lock: WriterLock::Shared,
-        ..prefill_options(Durability::Always)
-    };
+    let options = shared_prefill_options();
     let survivor = open_sim(&storage, &clock, &options);
     append_records(&survivor, 10, 1);
     let end = committed(&storage);
@@ -210,10 +215,7 @@ fn a_dead_writers_uncommitted_batch_in_the_zeros_is_cut() {
 fn a_shared_writers_roll_cuts_zeros_another_writer_wrote() {
     let storage = SimStorage::new();
     let clock = ManualClock::new(1_000);
-    let options = LogOptions {
-        writer_lock: WriterLock::Shared,
-        ..prefill_options(Durability::Always)
-    };
+    let options = shared_prefill_options();
     let first = open_sim(&storage, &clock, &options);
     let second = open_sim(&storage, &clock, &options);
     second.append(&[Entry::new(b"one")]).unwrap();
@@ -236,18 +238,14 @@ fn a_shared_writers_roll_cuts_zeros_another_writer_wrote() {
     assert_eq!(second.next_offset(), 3);
 }
 
-/// A shared writer catching up learns what follows the committed length by reading it, not
-/// by asking the segment's length: on Linux a stat makes the write and fdatasync after it
-/// slower (see `past_committed` in the log). It still finds a file cut short of what the head
-/// commits, and refuses to write.
+/// A shared writer catching up learns what follows the committed length with one read, not
+/// by asking the segment's length too (see `past_committed` in the log): a call less on every
+/// lock. It still finds a file cut short of what the head commits, and refuses to write.
 #[test]
 fn a_shared_writer_catches_up_without_a_stat_and_finds_a_cut_file() {
     let storage = SimStorage::new();
     let clock = ManualClock::new(1_000);
-    let options = LogOptions {
-        writer_lock: WriterLock::Shared,
-        ..prefill_options(Durability::Always)
-    };
+    let options = shared_prefill_options();
     let log = open_sim(&storage, &clock, &options);
     append_records(&log, 1, 1);
     let stats = || {
