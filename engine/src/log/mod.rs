@@ -51,8 +51,9 @@ use crate::storage::{LockFile, LockGuard, OpenMode, SharedStorage, StorageFile};
 pub const PREFILL_BYTES: u64 = 64 << 10;
 /// Batches larger than this do not prefill: they are bound by the disk's bandwidth.
 pub const PREFILL_MAX_BATCH: u64 = 16 << 10;
-/// In `interval` and `never` modes a writer starts writeback of each chunk of this many bytes
-/// of a segment as soon as it is written (see [`Inner::start_writeback`]).
+/// In `interval` and `never` modes a writer asks the OS to start writing each chunk of this
+/// many bytes of a segment once a batch completes it (`sync_file_range`; nothing waits for
+/// it): the roll's fdatasync then finds little left (FORMAT.md, durability modes).
 pub const WRITEBACK_CHUNK: u64 = 4 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 const _: () = assert!(
