@@ -660,18 +660,9 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("cannot spawn the log sync thread: {e}"))
 }
 
-/// Whether the bytes of a segment of `len` bytes from `at` on are zeros, as far as a frame's
-/// fixed part goes: what a writer appends starts there with a frame, whose fixed part is never
-/// all zeros, where a prefill is nothing but zeros.
-fn zeros_at(file: &dyn StorageFile, at: u64, len: u64) -> std::io::Result<bool> {
-    let mut bytes = [0u8; record::FRAME_HEADER_LEN];
-    let n = usize::try_from(len.saturating_sub(at)).map_or(bytes.len(), |n| n.min(bytes.len()));
-    let bytes = bytes.get_mut(..n).unwrap_or_default();
-    file.read_exact_at(bytes, at)?;
-    Ok(bytes.iter().all(|&b| b == 0))
-}
-
-/// What a shared writer catching up finds at the committed length of its active segment.
+/// What follows the committed length of an active segment: a shared writer catching up and
+/// a reader checking the head ask. A writer's batch starts there with a frame, whose fixed
+/// part is never all zeros; a prefill is nothing but zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Past {
     /// The file ends before it: cut by someone, corruption.
@@ -680,7 +671,8 @@ enum Past {
     Nothing,
     /// This many zeros (up to a frame's fixed part; fewer where the file ends): a prefill.
     Zeros(u64),
-    /// Anything else: a batch its writer died before committing.
+    /// Anything else: frames nothing committed (a batch its writer died before committing,
+    /// or records a head older than the data does not cover).
     Data,
 }
 
@@ -718,12 +710,8 @@ pub fn head_behind(storage: &dyn crate::storage::Storage, dir: &Path) -> bool {
     ) else {
         return false;
     };
-    match file.len() {
-        Ok(len) if len > head.committed_len => {
-            !zeros_at(&*file, head.committed_len, len).unwrap_or(false)
-        }
-        _ => false,
-    }
+    // Unreadable counts as behind: recovery then looks.
+    past_committed(&*file, head.committed_len).map_or(true, |past| past == Past::Data)
 }
 
 impl Inner {
