@@ -752,6 +752,51 @@ fn a_shared_writer_that_dies_mid_roll_leaves_a_consistent_log() {
     }
 }
 
+/// Taking the lock, a shared writer looks for a seal and for a segment left by a dead roll
+/// (a stat of a path each: a directory search for a name never looked up before) only when
+/// the `LOCK` file's change count moved, which a roll, a seal and an unseal do first; never
+/// after an ordinary append. The dead roll itself: the test above.
+#[test]
+fn a_shared_writer_looks_for_new_files_only_after_a_roll_or_a_seal() {
+    use shoal_engine::log::WriterLock;
+    use std::sync::atomic::Ordering::Relaxed;
+    let storage = SimStorage::new();
+    let clock = ManualClock::new(1);
+    let options = LogOptions {
+        writer_lock: WriterLock::Shared,
+        durability: Durability::Never,
+        ..LogOptions::default()
+    };
+    let first = open_sim(&storage, &clock, &options);
+    let second = open_sim(&storage, &clock, &options);
+    let lookups = || storage.stats().path_lookups.load(Relaxed);
+    // Each handle's first lock looks.
+    let before = lookups();
+    append_bodies(&first, &batch(0, 1)).unwrap();
+    append_bodies(&second, &batch(1, 1)).unwrap();
+    assert!(lookups() > before);
+    let before = lookups();
+    for i in 2..20 {
+        let writer = if i % 2 == 0 { &first } else { &second };
+        assert_eq!(append_bodies(writer, &batch(i, 1)).unwrap(), i);
+    }
+    assert_eq!(lookups(), before, "appends taking turns look for no file");
+    first.roll().unwrap();
+    let before = lookups();
+    assert_eq!(append_bodies(&second, &batch(20, 1)).unwrap(), 20);
+    assert!(lookups() > before, "the other writer looks after a roll");
+    let before = lookups();
+    assert_eq!(append_bodies(&second, &batch(21, 1)).unwrap(), 21);
+    assert_eq!(append_bodies(&first, &batch(22, 1)).unwrap(), 22);
+    assert_eq!(lookups(), before, "and then no more");
+    assert_eq!(first.seal().unwrap(), 23);
+    let err = append_bodies(&second, &batch(23, 1)).unwrap_err();
+    assert!(matches!(err, Error::Sealed { .. }), "{err}");
+    first.unseal().unwrap();
+    assert_eq!(append_bodies(&second, &batch(23, 1)).unwrap(), 23);
+    assert_holds(&second, 0, 24);
+}
+
 #[test]
 fn with_writer_lock_makes_read_decide_append_atomic_across_shared_writers() {
     let storage = SimStorage::new();

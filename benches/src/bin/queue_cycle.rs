@@ -3,11 +3,12 @@
 //! cycles per second, fdatasyncs per cycle (group commit shares them) and the mean time of each of the three calls:
 //!
 //! ```sh
-//! cargo run --release -p shoal-benches --bin queue_cycle -- [CYCLES] [exclusive] [--clients N]
+//! cargo run --release -p shoal-benches --bin queue_cycle -- [CYCLES] [exclusive] [never] [--clients N]
 //! ```
 //!
 //! `CYCLES` (default 1,500) per client of a 100-byte message, on a standard queue in `always`
-//! durability in a temporary directory, opened shared (the default: every call takes the
+//! durability (`never` with `never`: no fsync, which leaves the cost of the calls themselves)
+//! in a temporary directory, opened shared (the default: every call takes the
 //! queue's cross-process lock) or, with `exclusive`, with `DirOptions::exclusive`. `N`
 //! clients (default 1) are threads sharing one `DataDir`, as the harness's 8-client run.
 
@@ -16,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shoal_engine::clock::SystemClock;
+use shoal_engine::durability::DurabilityMode;
 use shoal_engine::queue::{Queue, QueueAttributes, Receive, SendMessage};
 use shoal_engine::storage::FsStorage;
 use shoal_engine::{DataDir, DirOptions, Error, Result};
@@ -23,11 +25,13 @@ use shoal_engine::{DataDir, DirOptions, Error, Result};
 fn main() -> Result<()> {
     let mut cycles: u32 = 1_500;
     let mut exclusive = false;
+    let mut durability = DurabilityMode::Always;
     let mut clients: u32 = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "exclusive" => exclusive = true,
+            "never" => durability = DurabilityMode::Never,
             "--clients" => {
                 clients = args
                     .next()
@@ -53,7 +57,11 @@ fn main() -> Result<()> {
             ..DirOptions::default()
         },
     )?;
-    data.create_queue("cycle", &QueueAttributes::defaults(false))?;
+    let attributes = QueueAttributes {
+        durability,
+        ..QueueAttributes::defaults(false)
+    };
+    data.create_queue("cycle", &attributes)?;
     let queue = data.queue("cycle")?;
     let syncs_before = storage.stats().file_syncs.load(Ordering::Relaxed);
     let began = Instant::now();

@@ -253,6 +253,13 @@ struct Inner {
     sealed: AtomicBool,
     lock_path: PathBuf,
     lock: Mutex<FileLock>,
+    /// The `LOCK` file opened for reading and writing its change count (see
+    /// [`Inner::note_change`]).
+    changes_file: Arc<dyn StorageFile>,
+    /// The change count as of this shared writer's last look at the log's files (none before
+    /// its first): while the count stays the same, nobody created or removed the files that
+    /// look is for.
+    changes_seen: Mutex<Option<u64>>,
 }
 
 /// The cross-process writer lock and how many operations of this process are inside it.
@@ -395,6 +402,9 @@ impl Log {
         let shared_storage = Arc::clone(&storage);
         let reader = LogReader::open(Arc::clone(&storage), &dir)?;
         let storage_has_seal = storage.exists(&dir.join(segment::SEALED_FILE));
+        let changes_file = storage
+            .open(&lock_path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
         let inner = Arc::new(Inner {
             reader,
             dir,
@@ -428,6 +438,8 @@ impl Log {
                 users: 0,
             }),
             lock_path,
+            changes_file,
+            changes_seen: Mutex::new(None),
             options,
         });
         let syncer = match inner.options.durability {
@@ -510,6 +522,7 @@ impl Log {
         self.sync_locked()?;
         let next = guard(&self.inner.writer).next_offset;
         if !self.inner.sealed.load(Ordering::SeqCst) {
+            self.inner.note_change()?;
             let path = self.inner.dir.join(segment::SEALED_FILE);
             let storage = &*self.inner.storage;
             let write = || -> std::io::Result<()> {
@@ -530,10 +543,13 @@ impl Log {
         let _ticket = self.inner.enter()?;
         let path = self.inner.dir.join(segment::SEALED_FILE);
         if self.inner.storage.exists(&path) {
+            self.inner.note_change()?;
             self.inner
                 .storage
                 .remove_file(&path)
                 .map_err(|e| Error::io("remove", &path, e))?;
+            // Gone for every writer from here, whether or not the removal is durable yet.
+            self.inner.sealed.store(false, Ordering::SeqCst);
             self.inner
                 .storage
                 .sync_dir(&self.inner.dir)
@@ -747,17 +763,25 @@ impl Inner {
     }
 
     /// Brings this writer up to the head another process published, and cuts bytes past it: a
-    /// writer that died inside the lock may have left a batch it never acknowledged.
+    /// writer that died inside the lock may have left a batch it never acknowledged. Looks
+    /// for a seal and for a dead roll's segment only when the `LOCK` file's change count moved
+    /// since its last look.
     fn catch_up(&self) -> Result<()> {
-        let sealed = self.storage.exists(&self.dir.join(segment::SEALED_FILE));
-        self.sealed.store(sealed, Ordering::SeqCst);
+        let changes = self.changes()?;
         let head_path = self.dir.join(segment::HEAD_FILE);
         let head_file = Arc::clone(&guard(&self.head).file);
         let head = reader::read_head(&*head_file, &head_path)?;
+        let mut seen = guard(&self.changes_seen);
+        if *seen != Some(changes) {
+            let sealed = self.storage.exists(&self.dir.join(segment::SEALED_FILE));
+            self.sealed.store(sealed, Ordering::SeqCst);
+            self.remove_unpublished_segment(&head)?;
+            *seen = Some(changes);
+        }
+        drop(seen);
         // Nobody published since this handle last did (or looked): the writer state is still
         // right unless a writer died leaving bytes past the head, which the length shows.
         let unchanged = head == guard(&self.head).head;
-        self.remove_unpublished_segment(&head)?;
         let mut writer = guard(&self.writer);
         let w = &mut *writer;
         if head.active_base != w.active.base {
@@ -814,6 +838,39 @@ impl Inner {
         Ok(())
     }
 
+    /// The change count in the `LOCK` file: how many times a writer created or removed one
+    /// of the files a shared writer looks for when it takes the lock (the next segment of a
+    /// roll, `SEALED`). 0 for a `LOCK` file without one (a new log's). Only ever compared
+    /// for equality, so a count lost to a power loss is harmless: no handle outlives it.
+    fn changes(&self) -> Result<u64> {
+        let mut bytes = [0u8; 8];
+        let read = self
+            .changes_file
+            .read_at(&mut bytes, 0)
+            .map_err(|e| Error::io("read", &self.lock_path, e))?;
+        Ok(if read == bytes.len() {
+            u64::from_le_bytes(bytes)
+        } else {
+            0
+        })
+    }
+
+    /// Moves the change count, inside the writer lock, before this writer creates or removes
+    /// a file that shared writers look for only when the count moved: should it die between,
+    /// the next writer still looks. This handle, which knows what it changes, need not.
+    fn note_change(&self) -> Result<()> {
+        let mut seen = guard(&self.changes_seen);
+        let count = self.changes()?;
+        let next = count.wrapping_add(1);
+        self.changes_file
+            .write_all_at(&next.to_le_bytes(), 0)
+            .map_err(|e| self.poisoned(Error::io("write", &self.lock_path, e)))?;
+        if *seen == Some(count) {
+            *seen = Some(next);
+        }
+        Ok(())
+    }
+
     /// Removes a segment (and its index) that a writer created for the head's next offset but
     /// never published: under the writer lock such a file can only be left by a writer that
     /// died in a roll (or whose roll failed) before the head named it. It holds nothing
@@ -821,8 +878,10 @@ impl Inner {
     /// active segment. Left in place, it would sit between those records and the next segment
     /// once a later roll publishes one, and readers (which look for an offset in the segment
     /// with the highest base at or below it) would skip them. A roll only ever creates the
-    /// segment named by the next offset, so one `stat` finds it, where listing the directory
-    /// on every lock would cost several calls.
+    /// segment named by the next offset, so one `stat` finds it; and since a roll moves the
+    /// `LOCK` file's change count before it creates that segment, the writer taking the lock
+    /// looks only when the count moved (a `stat` of a name never looked up before costs
+    /// a directory search: 4 us a time here, more than the rest of the catch-up).
     fn remove_unpublished_segment(&self, head: &Head) -> Result<()> {
         if head.next_offset <= head.active_base {
             return Ok(());
@@ -1051,7 +1110,9 @@ impl Inner {
         let sealed = w.watermark();
         self.mark_synced(sealed);
         // 2. Create the next segment and its index (each fsynced), then fsync the directory so
-        //    both names survive a power loss.
+        //    both names survive a power loss. Other shared writers look for a segment left by a
+        //    roll that died here only once the change count moved.
+        self.note_change()?;
         let base = w.next_offset;
         let header = FileHeader {
             kind: FileKind::Segment,

@@ -81,6 +81,9 @@ pub struct SimStats {
     pub bytes_read: AtomicU64,
     /// Length queries of files (`len`: a stat).
     pub file_stats: AtomicU64,
+    /// Existence checks by name (`exists`: a stat of a path, which for a name the kernel
+    /// has not looked up before means searching the directory).
+    pub path_lookups: AtomicU64,
     /// Bytes whose writeback was asked to start (`start_writeback`; it changes nothing here:
     /// what is not fsynced is as lost in a crash as before).
     pub writeback_bytes: AtomicU64,
@@ -445,6 +448,7 @@ impl Storage for SimStorage {
     }
 
     fn exists(&self, path: &Path) -> bool {
+        self.stats().path_lookups.fetch_add(1, Ordering::Relaxed);
         let state = self.state();
         state.live.contains_key(path) || state.dirs_live.contains(path)
     }
