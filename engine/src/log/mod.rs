@@ -651,10 +651,13 @@ fn spawn_syncer(inner: Weak<Inner>, every: Duration) -> JoinHandle<()> {
             loop {
                 let Some(inner) = inner.upgrade() else { return };
                 {
+                    // The stop may have come before this thread first got here (a handle
+                    // dropped right after opening, as a CLI command's is): look before
+                    // waiting, or the wait would run its whole interval.
                     let stop = guard(&inner.stop);
                     let (stop, _) = inner
                         .stop_signal
-                        .wait_timeout(stop, every)
+                        .wait_timeout_while(stop, every, |stop| !*stop)
                         .unwrap_or_else(PoisonError::into_inner);
                     if *stop {
                         return;
