@@ -217,6 +217,50 @@ fn power_loss_keeps_every_acknowledged_batch_in_always_mode() {
     }
 }
 
+/// An `interval` or `never` log reopened with an unsynced tail (its writer gone, the machine
+/// still up) leaves the tail unsynced: the open fsyncs nothing, as those modes ask, and its
+/// sync state does not count the tail as synced, so an explicit sync afterwards still
+/// fsyncs it.
+#[test]
+fn reopening_an_unsynced_tail_leaves_it_unsynced_until_a_sync() {
+    use std::time::Duration;
+    for durability in [
+        Durability::Never,
+        Durability::Interval(Duration::from_secs(3600)),
+    ] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(0);
+        let never = LogOptions {
+            durability: Durability::Never,
+            ..LogOptions::default()
+        };
+        let log = open_sim(&storage, &clock, &never);
+        append_records(&log, 10, 2);
+        log.sync().unwrap();
+        append_records(&log, 10, 2);
+        drop(log);
+        let syncs = file_syncs(&storage);
+        let options = LogOptions {
+            durability,
+            ..LogOptions::default()
+        };
+        let log = open_sim(&storage, &clock, &options);
+        assert_eq!(
+            file_syncs(&storage),
+            syncs,
+            "{durability:?}: the open synced"
+        );
+        assert_holds(&log, 0, 20);
+        let lost = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
+        assert_eq!(lost.next_offset(), 10, "{durability:?}");
+        assert_holds(&lost, 0, 10);
+        log.sync().unwrap();
+        let kept = open_sim(&storage.crash(CrashPlan::PowerLoss), &clock, &options);
+        assert_eq!(kept.next_offset(), 20, "{durability:?}");
+        assert_holds(&kept, 0, 20);
+    }
+}
+
 #[test]
 fn power_loss_with_random_tears_never_loses_acknowledged_records() {
     for seed in 1..60u64 {

@@ -1052,3 +1052,72 @@ fn a_queue_owned_by_another_process_is_not_deleted_on_the_real_filesystem_either
     drop(q);
     other.delete_queue("jobs").unwrap();
 }
+
+/// A process per operation, as the CLI runs, on a `never` queue: opening the queue fsyncs
+/// nothing (recovery leaves the logs' unsynced tails unsynced, as the mode asks) and neither
+/// do the operations, however far the journal is past its snapshot. Giving space back, which
+/// syncs the journal first, comes once per so many events, from whichever handle writes the
+/// one that crosses the mark, not from every new handle once the journal is that far.
+#[test]
+fn a_handle_per_operation_syncs_nothing_on_a_never_queue() {
+    let env = env();
+    env.create(
+        "cli",
+        QueueAttributes {
+            durability: shoal_engine::durability::DurabilityMode::Never,
+            ..QueueAttributes::defaults(false)
+        },
+    );
+    let cycle = |i: usize| {
+        env.reopen("cli")
+            .send(&SendMessage::new(format!("m{i}")))
+            .unwrap();
+        let q = env.reopen("cli");
+        let got = receive(&q, 1);
+        assert_eq!(bodies(&got), [format!("m{i}").as_str()]);
+        q.delete(&got[0].receipt_handle).unwrap();
+    };
+    // 1,200 journal events (a receive and a delete per cycle): past the first mark for
+    // giving space back (1,024), short of the first snapshot (4,096).
+    for i in 0..600 {
+        cycle(i);
+    }
+    let before = common::file_syncs(&env.sim);
+    for i in 600..620 {
+        cycle(i);
+    }
+    assert_eq!(common::file_syncs(&env.sim), before);
+}
+
+/// Handles that each make one operation still give disk space back, without `compact`.
+#[test]
+fn a_handle_per_operation_still_gives_space_back() {
+    const SEGMENT: u64 = 4 << 10;
+    let options = shoal_engine::DirOptions {
+        queue_segment_bytes: Some(SEGMENT),
+        ..shoal_engine::DirOptions::default()
+    };
+    let env = env_with(options.clone());
+    env.standard("cli");
+    let open = || {
+        let storage: SharedStorage = Arc::new(env.sim.clone());
+        DataDir::open_with_options("/data", storage, env.clock.clone(), options.clone())
+            .unwrap()
+            .queue("cli")
+            .unwrap()
+    };
+    // 1,000 messages of 100 bytes, about 230 KB stored: more than 50 segments.
+    for i in 0..1_000 {
+        open()
+            .send(&SendMessage::new(format!("{i:0>100}")))
+            .unwrap();
+        let q = open();
+        let got = receive(&q, 1);
+        q.delete(&got[0].receipt_handle).unwrap();
+    }
+    let messages = bytes_under(&env.sim, "/data/queues/cli/messages");
+    assert!(
+        messages <= 16 * SEGMENT,
+        "the message log holds {messages} bytes with every message deleted"
+    );
+}

@@ -381,7 +381,7 @@ impl Log {
         let head = Head {
             active_base: watermark.base,
             committed_len: watermark.len,
-            synced_len: watermark.len,
+            synced_len: opened.synced_len,
             next_offset: watermark.next_offset,
             last_timestamp_ms: watermark.last_timestamp_ms,
             start_offset: opened.start_offset,
@@ -412,7 +412,16 @@ impl Log {
             clock,
             writer: Mutex::new(opened.writer),
             sync: Mutex::new(SyncState {
-                synced: watermark,
+                // A tail recovery kept unsynced: the next sync must not think it covered.
+                synced: if opened.synced_len == watermark.len {
+                    watermark
+                } else {
+                    Watermark {
+                        len: opened.synced_len,
+                        next_offset: watermark.base,
+                        ..watermark
+                    }
+                },
                 syncing: false,
             }),
             synced: Condvar::new(),

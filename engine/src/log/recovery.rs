@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::scan::{FrameScan, Stop};
 use super::segment::{self, Listing};
-use super::{Active, LogOptions, Writer};
+use super::{Active, Durability, LogOptions, Writer};
 use crate::clock::Clock;
 use crate::codec::FORMAT_VERSION;
 use crate::codec::file_header::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError};
@@ -60,6 +60,9 @@ pub(super) struct Opened {
     /// The head named the segment recovery made active: a roll publishes a segment only after
     /// fsyncing the directory, so its name is durable already.
     pub head_named_active: bool,
+    /// Bytes of the active segment known to be fsynced: all of them, unless an `interval` or
+    /// `never` log kept an unsynced tail as it was (see `recover_active`).
+    pub synced_len: u64,
 }
 
 pub(super) fn open_for_write(
@@ -129,7 +132,7 @@ pub(super) fn open_for_write(
             .max(previous.unwrap_or(0))
     };
     let missing = head.filter(|h| h.active_base > active_base);
-    let writer = recover_active(
+    let (writer, synced_len) = recover_active(
         storage,
         dir,
         active_base,
@@ -157,6 +160,7 @@ pub(super) fn open_for_write(
         start_offset,
         report,
         head_named_active: head.is_some_and(|h| h.active_base == active_base),
+        synced_len,
     })
 }
 
@@ -272,7 +276,7 @@ fn frame_at(file: &dyn StorageFile, position: u64, file_len: u64) -> Option<(u64
 }
 
 /// Recovers the active segment's tail and returns the writer positioned after its last complete
-/// batch.
+/// batch, and how much of the segment is known to be fsynced.
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
@@ -281,7 +285,7 @@ fn recover_active(
     base_ts: impl FnOnce() -> u64,
     options: &LogOptions,
     report: &mut RecoveryReport,
-) -> Result<Writer> {
+) -> Result<(Writer, u64)> {
     let path = segment::segment_path(dir, base);
     let index_path = segment::index_path(dir, base);
     report.segment.clone_from(&path);
@@ -445,9 +449,24 @@ fn recover_active(
     // already vouched for every byte and nothing was cut, there is nothing to sync (and a
     // reopen, which every CLI command is, pays no fdatasync). Kept zeros need no sync: lost,
     // they leave a shorter file, which the next append extends.
-    if valid_end != synced_len || cut {
+    //
+    // An `interval` or `never` log whose head names this segment, written in this boot, with
+    // nothing cut, keeps its unsynced tail as it is: the head goes on saying how much was
+    // synced, and the writer's next fsync (its interval's, a roll's, an explicit sync) covers
+    // the rest. Syncing here would make every process that opens it (each CLI command) pay
+    // the fdatasync that mode was chosen to avoid.
+    let keep_unsynced = options.durability != Durability::Always
+        && same_boot
+        && head.is_some_and(|h| h.active_base == base)
+        && !cut;
+    let synced_len = if valid_end == synced_len && !cut {
+        valid_end
+    } else if keep_unsynced {
+        synced_len.min(valid_end)
+    } else {
         file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
-    }
+        valid_end
+    };
 
     // Compare contents, not counts: the walk back may have dropped entries the scan then
     // replaced with as many different ones.
@@ -476,7 +495,7 @@ fn recover_active(
             .map_err(|e| Error::io("fsync", &index_path, e))?;
     }
 
-    Ok(Writer {
+    let writer = Writer {
         active: Active {
             base,
             base_timestamp_ms: header.base_timestamp_ms,
@@ -493,7 +512,8 @@ fn recover_active(
         last_timestamp_ms: last_ts,
         frames: Vec::new(),
         entries: Vec::new(),
-    })
+    };
+    Ok((writer, synced_len))
 }
 
 /// The timestamp of the last record of the sealed segment `base`, read from its last index

@@ -227,8 +227,6 @@ pub(super) struct Loaded {
     pub(super) snapshot_at: u64,
     /// Journal offset at which to write the next snapshot.
     pub(super) snapshot_due: u64,
-    /// Journal offset at the last look for space to reclaim.
-    pub(super) reclaimed_at: u64,
     /// Message-log segments this handle compacted, with the records each kept.
     pub(super) compacted: HashMap<u64, u64>,
 }
@@ -822,6 +820,7 @@ impl Queue {
                     queue: self,
                     now: self.dir.clock.now_ms(),
                     attributes,
+                    began_at: loaded.state.journal_next,
                     loaded,
                     wrote: false,
                 };
@@ -864,7 +863,6 @@ impl Queue {
         Ok(Loaded {
             snapshot_at: state.journal_next,
             snapshot_due: state.journal_next + self.snapshot_every(),
-            reclaimed_at: state.journal_next,
             compacted: HashMap::new(),
             state,
         })

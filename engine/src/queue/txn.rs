@@ -32,6 +32,8 @@ pub(super) struct Txn<'a> {
     pub(super) now: u64,
     pub(super) attributes: &'a QueueAttributes,
     pub(super) loaded: &'a mut Loaded,
+    /// The journal's end when the operation began (every other process's events applied).
+    pub(super) began_at: u64,
     /// Events that must be durable before the operation returns were appended: the journal
     /// is synced once the queue lock is released (on `Always` queues).
     pub(super) wrote: bool,
@@ -123,14 +125,18 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Looks for disk space to give back when this operation's events carried the journal
+    /// past a multiple of [`Queue::reclaim_every`]: once per that many events whichever
+    /// process writes them, where counting from each handle's start had every new handle
+    /// (every CLI command) look, and sync the journal, once the journal was that far past its
+    /// snapshot.
     pub(super) fn maybe_reclaim(&mut self) -> Result<()> {
+        let every = self.queue.reclaim_every();
+        let crossed = self.loaded.state.journal_next / every > self.began_at / every;
         // A damaged message log cannot be compacted; receiving goes on without it.
-        if self.loaded.state.journal_next < self.loaded.reclaimed_at + self.queue.reclaim_every()
-            || self.queue.messages_damaged()
-        {
+        if !crossed || self.queue.messages_damaged() {
             return Ok(());
         }
-        self.loaded.reclaimed_at = self.loaded.state.journal_next;
         self.queue.reclaim(self.loaded, self.attributes)
     }
 
