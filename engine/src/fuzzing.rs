@@ -1160,7 +1160,15 @@ impl Harness {
         m.start = start;
         m.next = next;
         m.written_end = next;
-        m.durable_end = next;
+        // Recovery fsyncs the tail it adopts, except a `never` log's in the same boot with
+        // nothing cut: that stays as durable as it was (at least; recovery may have synced
+        // for a reason the model does not track, such as a head naming an older segment).
+        let synced_all = !self.never || power_loss || log.recovery_report().truncated_bytes > 0;
+        m.durable_end = if synced_all {
+            next
+        } else {
+            m.durable_end.min(next)
+        };
         m.boundaries.retain(|b| *b <= next);
         m.seen_end = 0;
         let got = read_all(|from| log.read(from, SCAN_LIMIT), start);
