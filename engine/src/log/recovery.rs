@@ -462,7 +462,8 @@ fn recover_active(
     let synced_len = if valid_end == synced_len && !cut {
         valid_end
     } else if keep_unsynced {
-        synced_len.min(valid_end)
+        // At most the valid end: a shorter valid end failed the open above.
+        synced_len
     } else {
         file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
         valid_end
