@@ -1,6 +1,7 @@
 //! Durable queue cycles, one message at a time: each client sends, receives, deletes, each
 //! call waiting for the one before, as the comparison harness's queue workload does. Reports
-//! cycles per second, fdatasyncs per cycle (group commit shares them) and the mean time of each of the three calls:
+//! cycles per second, fdatasyncs per cycle (group commit shares them), the mean time of each of
+//! the three calls and the cycle's p50, p99 and longest:
 //!
 //! ```sh
 //! cargo run --release -p shoal-benches --bin queue_cycle -- [CYCLES] [exclusive] [never] [--clients N]
@@ -70,19 +71,27 @@ fn main() -> Result<()> {
             .map(|_| s.spawn(|| run(&queue, cycles)))
             .collect();
         let mut total = [Duration::ZERO; 3];
+        let mut cycle_times = Vec::new();
         for worker in workers {
-            let spent = worker.join().expect("a client thread panicked")?;
+            let (spent, times) = worker.join().expect("a client thread panicked")?;
             for (sum, one) in total.iter_mut().zip(spent) {
                 *sum += one;
             }
+            cycle_times.extend(times);
         }
-        Ok::<_, Error>(total)
+        Ok::<_, Error>((total, cycle_times))
     })?;
+    let (spent, mut cycle_times) = spent;
+    cycle_times.sort_unstable();
+    let quantile = |q: f64| {
+        let at = ((cycle_times.len() as f64 - 1.0) * q).round() as usize;
+        cycle_times.get(at).copied().unwrap_or_default()
+    };
     let elapsed = began.elapsed();
     let syncs = storage.stats().file_syncs.load(Ordering::Relaxed) - syncs_before;
     let calls = cycles * clients;
     println!(
-        "{calls} cycles ({}, {clients} client{}) in {elapsed:.2?}: {:.0} cycles/s, {:.2} fdatasyncs per cycle; mean send {:.0?}, receive {:.0?}, delete {:.0?}",
+        "{calls} cycles ({}, {clients} client{}) in {elapsed:.2?}: {:.0} cycles/s, {:.2} fdatasyncs per cycle; mean send {:.0?}, receive {:.0?}, delete {:.0?}; cycle p50 {:.0?}, p99 {:.0?}, max {:.0?}",
         if exclusive { "exclusive" } else { "shared" },
         if clients == 1 { "" } else { "s" },
         f64::from(calls) / elapsed.as_secs_f64(),
@@ -90,13 +99,16 @@ fn main() -> Result<()> {
         spent[0] / calls,
         spent[1] / calls,
         spent[2] / calls,
+        quantile(0.5),
+        quantile(0.99),
+        quantile(1.0),
     );
     Ok(())
 }
 
 /// One client's `cycles` cycles; the time spent in send, receive (until one arrives) and
-/// delete.
-fn run(queue: &Queue, cycles: u32) -> Result<[Duration; 3]> {
+/// delete, and each cycle's time.
+fn run(queue: &Queue, cycles: u32) -> Result<([Duration; 3], Vec<Duration>)> {
     let receive = Receive {
         max_messages: 1,
         wait: Some(Duration::ZERO),
@@ -104,6 +116,7 @@ fn run(queue: &Queue, cycles: u32) -> Result<[Duration; 3]> {
     };
     let message = SendMessage::new("x".repeat(100));
     let mut spent = [Duration::ZERO; 3];
+    let mut times = Vec::with_capacity(cycles as usize);
     for _ in 0..cycles {
         let t0 = Instant::now();
         queue.send(&message)?;
@@ -122,6 +135,7 @@ fn run(queue: &Queue, cycles: u32) -> Result<[Duration; 3]> {
         spent[0] += t1 - t0;
         spent[1] += t2 - t1;
         spent[2] += t2.elapsed();
+        times.push(t0.elapsed());
     }
-    Ok(spent)
+    Ok((spent, times))
 }
