@@ -83,8 +83,8 @@ fn main() -> Result<()> {
     })?;
     let (spent, mut cycle_times) = spent;
     cycle_times.sort_unstable();
-    let quantile = |q: f64| {
-        let at = ((cycle_times.len() as f64 - 1.0) * q).round() as usize;
+    let quantile = |per_mille: usize| {
+        let at = cycle_times.len().saturating_sub(1) * per_mille / 1000;
         cycle_times.get(at).copied().unwrap_or_default()
     };
     let elapsed = began.elapsed();
@@ -99,9 +99,9 @@ fn main() -> Result<()> {
         spent[0] / calls,
         spent[1] / calls,
         spent[2] / calls,
-        quantile(0.5),
-        quantile(0.99),
-        quantile(1.0),
+        quantile(500),
+        quantile(990),
+        quantile(1000),
     );
     Ok(())
 }
