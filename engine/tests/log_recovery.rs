@@ -261,6 +261,54 @@ fn reopening_an_unsynced_tail_leaves_it_unsynced_until_a_sync() {
     }
 }
 
+/// A process crash leaves unsynced bytes in the page cache, readable but not on disk: the
+/// reopen adopts them, and a power loss after it keeps them only where the reopen said so.
+#[test]
+fn after_a_process_crash_a_power_loss_keeps_what_the_reopen_made_durable() {
+    use std::time::Duration;
+    for durability in [
+        Durability::Always,
+        Durability::Never,
+        Durability::Interval(Duration::from_secs(3600)),
+    ] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new(0);
+        let options = LogOptions {
+            segment_bytes_max: 1 << 20,
+            ..small_options(durability)
+        };
+        let never = LogOptions {
+            durability: Durability::Never,
+            ..options.clone()
+        };
+        // 30 records in one segment, the last 10 written after the last fsync.
+        let log = open_sim(&storage, &clock, &never);
+        append_records(&log, 20, 2);
+        log.sync().unwrap();
+        append_records(&log, 10, 2);
+        let killed = storage.crash(CrashPlan::ProcessCrash);
+        drop(log);
+        let log = open_sim(&killed, &clock, &options);
+        assert_holds(&log, 0, 30);
+        // Acknowledged in `always` mode: durable whatever the mode was before.
+        append_records(&log, 4, 2);
+        let lost = open_sim(&killed.crash(CrashPlan::PowerLoss), &clock, &options);
+        // `always`: the append's fsync covers the adopted tail; otherwise nothing since the
+        // last fsync before the crash was synced.
+        let end = if durability == Durability::Always {
+            34
+        } else {
+            20
+        };
+        assert_eq!(lost.next_offset(), end, "{durability:?}");
+        assert_holds(&lost, 0, end);
+        log.sync().unwrap();
+        let kept = open_sim(&killed.crash(CrashPlan::PowerLoss), &clock, &options);
+        assert_eq!(kept.next_offset(), 34, "{durability:?}: after a sync");
+        assert_holds(&kept, 0, 34);
+    }
+}
+
 #[test]
 fn power_loss_with_random_tears_never_loses_acknowledged_records() {
     for seed in 1..60u64 {

@@ -23,7 +23,8 @@ use super::{LockFile, LockGuard, MappedBytes, Mapping, OpenMode, Storage, Storag
 /// What a crash leaves behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPlan {
-    /// The process dies, the kernel survives: everything written stays, synced or not.
+    /// The process dies, the kernel survives: everything written stays readable, synced or
+    /// not, and what was not synced stays as vulnerable to a later power loss as before.
     ProcessCrash,
     /// Power loss: only fsynced bytes and fsynced directory entries survive.
     PowerLoss,
@@ -168,6 +169,19 @@ impl SimStorage {
         lock(&self.shared.state)
     }
 
+    /// Makes everything written so far durable, every file and every directory entry, as
+    /// `sync(2)` or the kernel's own writeback in time would; counts no fsync and injects no
+    /// fault.
+    pub fn sync_all(&self) {
+        let mut state = self.state();
+        for inode in state.live.values() {
+            let mut inode = lock(inode);
+            inode.durable = inode.live.clone();
+        }
+        state.durable = state.live.clone();
+        state.dirs_durable = state.dirs_live.clone();
+    }
+
     /// Counters.
     pub fn stats(&self) -> &SimStats {
         &self.shared.stats
@@ -249,52 +263,74 @@ impl SimStorage {
 
     /// What the disk holds after a crash, as a new filesystem (locks are gone: their holders
     /// died). This storage stays usable, but the two no longer share anything.
+    ///
+    /// After a process crash the kernel still holds every write, so reads see all of them, but
+    /// what was not fsynced is no more durable than before: a power loss of the returned
+    /// storage loses it. A power loss keeps the durable images (and, if the plan says so, a
+    /// torn prefix of what was written since), which are then all on disk.
     pub fn crash(&self, plan: CrashPlan) -> SimStorage {
         let state = self.state();
-        let (names, dirs) = match plan {
-            CrashPlan::ProcessCrash => (&state.live, &state.dirs_live),
-            _ => (&state.durable, &state.dirs_durable),
-        };
-        let mut rng = match plan {
-            CrashPlan::PowerLossTorn { seed } => seed | 1,
-            _ => 1,
-        };
-        let mut files = BTreeMap::new();
-        for (path, inode) in names {
-            let inode = lock(inode);
-            let bytes = match plan {
-                CrashPlan::ProcessCrash => inode.live.clone(),
-                CrashPlan::PowerLoss => inode.durable.clone(),
-                CrashPlan::PowerLossKeeping { bytes } => torn(&inode, bytes),
-                CrashPlan::PowerLossTorn { .. } => {
-                    // xorshift64: deterministic per seed, no dependency.
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let extra = inode.live.len().saturating_sub(first_change(&inode)) as u64;
-                    torn(&inode, rng % (extra + 1))
+        let after = SimStorage::new();
+        let mut new_state = after.state();
+        if plan == CrashPlan::ProcessCrash {
+            // The same files under the same live and durable names: an inode that has both
+            // kinds of name stays one inode.
+            let mut copies: Vec<(InodeRef, InodeRef)> = Vec::new();
+            let mut copy = |inode: &InodeRef| {
+                if let Some((_, copy)) = copies.iter().find(|(old, _)| Arc::ptr_eq(old, inode)) {
+                    return Arc::clone(copy);
                 }
+                let old = lock(inode);
+                let fresh = Arc::new(Mutex::new(Inode {
+                    live: old.live.clone(),
+                    durable: old.durable.clone(),
+                }));
+                drop(old);
+                copies.push((Arc::clone(inode), Arc::clone(&fresh)));
+                fresh
             };
-            files.insert(
-                path.clone(),
-                Arc::new(Mutex::new(Inode {
+            new_state.live = state
+                .live
+                .iter()
+                .map(|(p, i)| (p.clone(), copy(i)))
+                .collect();
+            new_state.durable = (state.durable.iter())
+                .map(|(p, i)| (p.clone(), copy(i)))
+                .collect();
+            new_state.dirs_live = state.dirs_live.clone();
+            new_state.dirs_durable = state.dirs_durable.clone();
+            new_state.boots = state.boots;
+        } else {
+            let mut rng = match plan {
+                CrashPlan::PowerLossTorn { seed } => seed | 1,
+                _ => 1,
+            };
+            for (path, inode) in &state.durable {
+                let inode = lock(inode);
+                let bytes = match plan {
+                    CrashPlan::PowerLossKeeping { bytes } => torn(&inode, bytes),
+                    CrashPlan::PowerLossTorn { .. } => {
+                        // xorshift64: deterministic per seed, no dependency.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let extra = inode.live.len().saturating_sub(first_change(&inode)) as u64;
+                        torn(&inode, rng % (extra + 1))
+                    }
+                    _ => inode.durable.clone(),
+                };
+                let file = Arc::new(Mutex::new(Inode {
                     live: bytes.clone(),
                     durable: bytes,
-                })),
-            );
+                }));
+                new_state.durable.insert(path.clone(), Arc::clone(&file));
+                new_state.live.insert(path.clone(), file);
+            }
+            new_state.dirs_live = state.dirs_durable.clone();
+            new_state.dirs_durable = state.dirs_durable.clone();
+            new_state.boots = state.boots + 1;
         }
-        let after = SimStorage::new();
-        {
-            let mut new_state = after.state();
-            new_state.boots = match plan {
-                CrashPlan::ProcessCrash => state.boots,
-                _ => state.boots + 1,
-            };
-            new_state.durable = files.clone();
-            new_state.live = files;
-            new_state.dirs_live = dirs.clone();
-            new_state.dirs_durable = dirs.clone();
-        }
+        drop(new_state);
         after
     }
 }
@@ -750,6 +786,37 @@ mod tests {
         assert_eq!(kill.contents(&a).unwrap(), b"durable and not");
         let torn = sim.crash(CrashPlan::PowerLossKeeping { bytes: 3 });
         assert_eq!(torn.contents(&a).unwrap(), b"durable an");
+    }
+
+    #[test]
+    fn a_process_crash_makes_nothing_durable() {
+        let (sim, dir) = setup();
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        let f = sim.open(&a, OpenMode::CreateNew).unwrap();
+        f.write_all_at(b"synced", 0).unwrap();
+        f.sync_data().unwrap();
+        sim.sync_dir(&dir).unwrap();
+        f.write_all_at(b" and not", 6).unwrap();
+        // A rename not yet made durable: power loss brings back the old name.
+        sim.rename(&a, &b).unwrap();
+        sim.open(&c, OpenMode::CreateNew).unwrap();
+        let kill = sim.crash(CrashPlan::ProcessCrash);
+        assert_eq!(kill.files(), vec![b.clone(), c.clone()]);
+        assert_eq!(kill.contents(&b).unwrap(), b"synced and not");
+        let lost = kill.crash(CrashPlan::PowerLoss);
+        assert_eq!(lost.files(), vec![a.clone()]);
+        assert_eq!(lost.contents(&a).unwrap(), b"synced");
+        // Still one file under both names: an fsync through the new name covers the old.
+        kill.open(&b, OpenMode::ReadWrite)
+            .unwrap()
+            .sync_data()
+            .unwrap();
+        let after = kill.crash(CrashPlan::PowerLoss);
+        assert_eq!(after.contents(&a).unwrap(), b"synced and not");
+        kill.sync_all();
+        let after = kill.crash(CrashPlan::PowerLoss);
+        assert_eq!(after.files(), vec![b.clone(), c]);
+        assert_eq!(after.contents(&b).unwrap(), b"synced and not");
     }
 
     #[test]
