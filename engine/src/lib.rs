@@ -5,9 +5,10 @@
 //!
 //! Callers (the CLI, later an AWS-compatible server) use one handle, [`DataDir`], with typed
 //! requests and [`Error`]s: [`DataDir::create_stream`], [`DataDir::stream`] (puts, iterators,
-//! resharding, consumer groups), [`DataDir::check`]. SNS-style [`topic`]s fan published messages
-//! out to queues (exactly once), HTTP endpoints, commands and files ([`DataDir::create_topic`],
-//! [`DataDir::subscribe`], [`DataDir::topic`]).
+//! resharding, consumer groups), [`DataDir::create_queue`], [`DataDir::queue`] (SQS-style
+//! [`queue`]s: send, receive, delete, visibility, dead letters), [`DataDir::check`]. SNS-style
+//! [`topic`]s fan published messages out to queues (exactly once), HTTP endpoints, commands and
+//! files ([`DataDir::create_topic`], [`DataDir::subscribe`], [`DataDir::topic`]).
 //!
 //! The foundation is [`log`]: a segment-file append log with CRC-framed records, sparse offset
 //! and time indexes, memory-mapped readers, group commit, crash recovery that cuts only a torn
