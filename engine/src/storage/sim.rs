@@ -10,7 +10,7 @@
 //! bits, and [`SimStorage::crash`] into a new storage holding what a process crash or a power
 //! loss would leave, optionally with a torn prefix of each file's unsynced appended bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -275,27 +275,22 @@ impl SimStorage {
         if plan == CrashPlan::ProcessCrash {
             // The same files under the same live and durable names: an inode that has both
             // kinds of name stays one inode.
-            let mut copies: Vec<(InodeRef, InodeRef)> = Vec::new();
+            let mut copies: HashMap<*const Mutex<Inode>, InodeRef> = HashMap::new();
             let mut copy = |inode: &InodeRef| {
-                if let Some((_, copy)) = copies.iter().find(|(old, _)| Arc::ptr_eq(old, inode)) {
-                    return Arc::clone(copy);
-                }
-                let old = lock(inode);
-                let fresh = Arc::new(Mutex::new(Inode {
-                    live: old.live.clone(),
-                    durable: old.durable.clone(),
-                }));
-                drop(old);
-                copies.push((Arc::clone(inode), Arc::clone(&fresh)));
-                fresh
+                let copy = copies.entry(Arc::as_ptr(inode)).or_insert_with(|| {
+                    let old = lock(inode);
+                    Arc::new(Mutex::new(Inode {
+                        live: old.live.clone(),
+                        durable: old.durable.clone(),
+                    }))
+                });
+                Arc::clone(copy)
             };
-            new_state.live = state
-                .live
-                .iter()
-                .map(|(p, i)| (p.clone(), copy(i)))
+            new_state.live = (state.live.iter())
+                .map(|(path, inode)| (path.clone(), copy(inode)))
                 .collect();
             new_state.durable = (state.durable.iter())
-                .map(|(p, i)| (p.clone(), copy(i)))
+                .map(|(path, inode)| (path.clone(), copy(inode)))
                 .collect();
             new_state.dirs_live = state.dirs_live.clone();
             new_state.dirs_durable = state.dirs_durable.clone();
