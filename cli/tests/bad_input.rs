@@ -332,3 +332,100 @@ fn a_directory_written_by_a_newer_shoal_is_refused() {
         ],
     );
 }
+
+/// Every path under `root`, directories included (none when `root` does not exist).
+fn paths_under(root: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            out.push(path.clone());
+            if path.is_dir() {
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
+/// Commands about a queue, stream, topic or subscription that does not exist, each of which
+/// must leave the data directory as it found it: not even making a directory.
+fn not_found_cases() -> Vec<Case> {
+    vec![
+        case(&["send", "q", "x"], NOT_FOUND, "does not exist"),
+        case(&["receive", "q"], NOT_FOUND, "does not exist"),
+        case(&["queue", "attributes", "q"], NOT_FOUND, "does not exist"),
+        case(
+            &["queue", "set", "q", "--delay", "5"],
+            NOT_FOUND,
+            "does not exist",
+        ),
+        case(&["queue", "purge", "q"], NOT_FOUND, "does not exist"),
+        case(&["queue", "delete", "q"], NOT_FOUND, "does not exist"),
+        case(&["put", "s", "x", "-k", "k"], NOT_FOUND, "does not exist"),
+        case(&["get", "s"], NOT_FOUND, "does not exist"),
+        case(&["stream", "describe", "s"], NOT_FOUND, "does not exist"),
+        case(&["stream", "delete", "s"], NOT_FOUND, "does not exist"),
+        case(&["publish", "t", "x"], NOT_FOUND, "does not exist"),
+        case(
+            &["topic", "subscribe", "t", "--queue", "q"],
+            NOT_FOUND,
+            "does not exist",
+        ),
+        case(&["topic", "delete", "t"], NOT_FOUND, "does not exist"),
+        case(
+            &["topic", "unsubscribe", "abc"],
+            NOT_FOUND,
+            "does not exist",
+        ),
+    ]
+}
+
+#[test]
+fn commands_on_a_missing_data_directory_create_nothing() {
+    let dir = Dir::new();
+    for c in not_found_cases() {
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let out = dir.run_stdin(&args, &c.stdin);
+        assert_eq!(out.status.code(), Some(c.code), "{args:?}");
+        assert!(!dir.path().exists(), "{args:?} made the data directory");
+    }
+    for args in [
+        &["queue", "list"][..],
+        &["stream", "list"],
+        &["topic", "list"],
+        &["stats"],
+        &["check"],
+        &["compact"],
+    ] {
+        dir.ok(args);
+        assert!(!dir.path().exists(), "{args:?} made the data directory");
+    }
+    // The first resource makes it.
+    dir.ok(&["queue", "create", "q"]);
+    assert!(dir.path().join("shoal.format").is_file());
+}
+
+#[test]
+fn a_rejected_command_makes_no_directory_for_a_kind_never_used() {
+    // Only a queue was ever made: no stream or topic directory exists yet.
+    let dir = Dir::new();
+    dir.ok(&["queue", "create", "other"]);
+    let before = paths_under(&dir.path());
+    for c in not_found_cases() {
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let out = dir.run_stdin(&args, &c.stdin);
+        assert_eq!(out.status.code(), Some(c.code), "{args:?}");
+        assert_eq!(
+            paths_under(&dir.path()),
+            before,
+            "{args:?} changed the data directory"
+        );
+    }
+    run_cases(&dir, &not_found_cases());
+}

@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! <root>/shoal.format          format version of the directory (metadata file)
+//! <root>/LOCK                  held while shoal.format is written
 //! <root>/streams/LOCK          serializes stream creation, deletion and resharding
 //! <root>/streams/<name>/       one stream (see crate::stream)
 //! <root>/queues/<name>/        one queue (see crate::queue)
 //! <root>/topics/<name>/        one topic (see crate::topic)
 //! ```
+//!
+//! Opening writes nothing: the first create of a queue, stream or topic makes the directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,7 +70,9 @@ pub struct DirOptions {
 }
 
 impl DataDir {
-    /// Opens (creating if needed) the data directory at `root` on the real filesystem.
+    /// Opens the data directory at `root` on the real filesystem. Nothing is written until
+    /// something is made in it: a missing directory reads as an empty one, and the first
+    /// queue, stream or topic creates it.
     pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
         DataDir::open_with(root, Arc::new(FsStorage::new()), Arc::new(SystemClock))
     }
@@ -81,7 +86,8 @@ impl DataDir {
         DataDir::open_with_options(root, storage, clock, DirOptions::default())
     }
 
-    /// Opens the data directory with the given storage, clock and options.
+    /// Opens the data directory with the given storage, clock and options. Refuses a
+    /// directory a newer shoal made.
     pub fn open_with_options(
         root: impl Into<PathBuf>,
         storage: SharedStorage,
@@ -89,28 +95,15 @@ impl DataDir {
         options: DirOptions,
     ) -> Result<DataDir> {
         let root = root.into();
-        storage
-            .create_dir_all(&root)
-            .map_err(|e| Error::io("create directory", &root, e))?;
         let format_path = root.join(FORMAT_FILE);
-        match meta::read::<DirFormat>(&*storage, &format_path, FORMAT_MAGIC)? {
-            Some(format) if format.version > FORMAT_VERSION => {
-                return Err(Error::UnsupportedVersion {
-                    file: format_path,
-                    found: format.version,
-                    supported: FORMAT_VERSION,
-                });
-            }
-            Some(_) => {}
-            None => meta::write(
-                &*storage,
-                &format_path,
-                FORMAT_MAGIC,
-                &DirFormat {
-                    version: FORMAT_VERSION,
-                    created_ms: clock.now_ms(),
-                },
-            )?,
+        if let Some(format) = meta::read::<DirFormat>(&*storage, &format_path, FORMAT_MAGIC)?
+            && format.version > FORMAT_VERSION
+        {
+            return Err(Error::UnsupportedVersion {
+                file: format_path,
+                found: format.version,
+                supported: FORMAT_VERSION,
+            });
         }
         Ok(DataDir {
             inner: Arc::new(DirInner {
@@ -151,6 +144,52 @@ impl DataDir {
 }
 
 impl DirInner {
+    /// Takes the lock that orders the creation and deletion of one kind of resource (the
+    /// `queues`, `streams` or `topics` directory's `LOCK`) to create one: makes the data
+    /// directory, its format file and the kind's directory if missing.
+    pub(crate) fn lock_kind_to_create(&self, kind_dir: &Path) -> Result<Box<dyn LockGuard>> {
+        self.ensure_format()?;
+        self.ensure_dir(kind_dir)?;
+        self.lock(&kind_dir.join(crate::log::segment::LOCK_FILE))
+    }
+
+    /// Takes the same lock to change or delete a resource that must exist. Without the kind's
+    /// directory no resource of the kind was ever made: `missing()`'s error, and nothing is
+    /// written (a rejected command changes nothing on disk).
+    pub(crate) fn lock_kind(
+        &self,
+        kind_dir: &Path,
+        missing: impl FnOnce() -> Error,
+    ) -> Result<Box<dyn LockGuard>> {
+        if !self.storage.exists(kind_dir) {
+            return Err(missing());
+        }
+        self.lock(&kind_dir.join(crate::log::segment::LOCK_FILE))
+    }
+
+    /// Writes the format file if the directory has none yet, under the data directory's own
+    /// lock so that processes making their first resources at once write it one at a time.
+    fn ensure_format(&self) -> Result<()> {
+        let path = self.root.join(FORMAT_FILE);
+        if self.storage.exists(&path) {
+            return Ok(());
+        }
+        self.ensure_dir(&self.root)?;
+        let _lock = self.lock(&self.root.join(crate::log::segment::LOCK_FILE))?;
+        if self.storage.exists(&path) {
+            return Ok(());
+        }
+        meta::write(
+            &*self.storage,
+            &path,
+            FORMAT_MAGIC,
+            &DirFormat {
+                version: FORMAT_VERSION,
+                created_ms: self.clock.now_ms(),
+            },
+        )
+    }
+
     /// Creates `dir` (and parents) if missing.
     pub(crate) fn ensure_dir(&self, dir: &Path) -> Result<()> {
         self.storage
@@ -212,7 +251,11 @@ mod tests {
         let sim = SimStorage::new();
         let storage: SharedStorage = Arc::new(sim.clone());
         let root = Path::new("/data");
-        DataDir::open_with(root, Arc::clone(&storage), ManualClock::new(0)).unwrap();
+        let data = DataDir::open_with(root, Arc::clone(&storage), ManualClock::new(0)).unwrap();
+        assert!(!storage.exists(root), "an open alone made the directory");
+        data.create_queue("q", &crate::queue::QueueAttributes::defaults(false))
+            .unwrap();
+        assert!(storage.exists(&root.join(FORMAT_FILE)));
         let newer = meta::encode(
             FORMAT_MAGIC,
             &DirFormat {

@@ -187,10 +187,11 @@ fn meta_path(dir: &DirInner, name: &str) -> PathBuf {
     queues_dir(dir).join(name).join(META_FILE)
 }
 
-fn lock_queues(dir: &DirInner) -> Result<Box<dyn LockGuard>> {
-    let queues = queues_dir(dir);
-    dir.ensure_dir(&queues)?;
-    dir.lock(&queues.join("LOCK"))
+fn not_found(name: &str) -> Error {
+    Error::NotFound {
+        kind: "queue",
+        name: name.to_string(),
+    }
 }
 
 /// How long deleting a queue waits for other processes' writers to let go of its logs: a
@@ -270,7 +271,7 @@ impl DataDir {
         validate_queue_name(name)?;
         attributes.validate(name)?;
         let dir = self.inner();
-        let _lock = lock_queues(dir)?;
+        let _lock = dir.lock_kind_to_create(&queues_dir(dir))?;
         if let Some(existing) = load(dir, name)? {
             if existing.attributes == *attributes {
                 return Ok(info(existing));
@@ -331,11 +332,8 @@ impl DataDir {
     ) -> Result<QueueInfo> {
         attributes.validate(name)?;
         let dir = self.inner();
-        let _lock = lock_queues(dir)?;
-        let mut meta = load(dir, name)?.ok_or_else(|| Error::NotFound {
-            kind: "queue",
-            name: name.to_string(),
-        })?;
+        let _lock = dir.lock_kind(&queues_dir(dir), || not_found(name))?;
+        let mut meta = load(dir, name)?.ok_or_else(|| not_found(name))?;
         check_redrive(dir, attributes)?;
         meta.attributes = attributes.clone();
         meta.modified_ms = dir.clock.now_ms();
@@ -348,12 +346,9 @@ impl DataDir {
     /// owns the queue (opened it with [`crate::DirOptions::exclusive`]).
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         let dir = self.inner();
-        let _lock = lock_queues(dir)?;
+        let _lock = dir.lock_kind(&queues_dir(dir), || not_found(name))?;
         if load(dir, name)?.is_none() {
-            return Err(Error::NotFound {
-                kind: "queue",
-                name: name.to_string(),
-            });
+            return Err(not_found(name));
         }
         let path = meta_path(dir, name);
         let queue_dir = queues_dir(dir).join(name);

@@ -264,7 +264,7 @@ impl Stream {
     /// Unseals shards the map says are open: a reshard sealed them and died before writing the
     /// new map, so nothing took their place.
     fn repair_interrupted_reshard(&self) -> Result<()> {
-        let _lock = lock_streams(&self.dir)?;
+        let _lock = lock_streams(&self.dir, &self.name)?;
         let meta = self.reload()?;
         for shard in meta.shards.iter().filter(|s| !s.closed) {
             let log = self.writer(&meta, shard.index)?;
@@ -495,7 +495,7 @@ impl Stream {
     /// The reshard protocol: under the streams lock, seal the parents (no process can append
     /// to them afterwards), create the children's logs, then write the new map.
     fn reshard(&self, plan: impl FnOnce(&StreamMeta) -> Result<ReshardPlan>) -> Result<Vec<u32>> {
-        let _lock = lock_streams(&self.dir)?;
+        let _lock = lock_streams(&self.dir, &self.name)?;
         let mut meta = (*self.reload()?).clone();
         let (parents, children) = plan(&meta)?;
         let open_after =

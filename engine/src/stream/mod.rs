@@ -296,7 +296,7 @@ impl DataDir {
             )));
         }
         let dir = self.inner();
-        let _lock = lock_streams(dir)?;
+        let _lock = dir.lock_kind_to_create(&streams_dir(dir))?;
         let stream_dir = stream_dir(dir, &request.name);
         if meta::read::<StreamMeta>(&*dir.storage, &stream_dir.join(META_FILE), STREAM_MAGIC)?
             .is_some()
@@ -342,7 +342,7 @@ impl DataDir {
     /// Names of every stream, sorted.
     pub fn list_streams(&self) -> Result<Vec<String>> {
         let dir = self.inner();
-        let streams = dir.root.join("streams");
+        let streams = streams_dir(dir);
         let names = match dir.storage.list_dir(&streams) {
             Ok(names) => names,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -367,7 +367,7 @@ impl DataDir {
     /// Deletes a stream and all its records.
     pub fn delete_stream(&self, name: &str) -> Result<()> {
         let dir = self.inner();
-        let _lock = lock_streams(dir)?;
+        let _lock = lock_streams(dir, name)?;
         load_meta(dir, name)?;
         let stream_dir = stream_dir(dir, name);
         // The map goes first: from then on the stream does not exist, whatever is left.
@@ -385,7 +385,7 @@ impl DataDir {
     pub fn set_stream_retention(&self, name: &str, retention: Duration) -> Result<()> {
         let retention_ms = retention_ms(retention)?;
         let dir = self.inner();
-        let _lock = lock_streams(dir)?;
+        let _lock = lock_streams(dir, name)?;
         let mut meta = load_meta(dir, name)?;
         meta.retention_ms = retention_ms;
         write_meta(dir, &meta)
@@ -409,7 +409,7 @@ impl DataDir {
 /// [`crate::log::check`]). Changes nothing.
 pub(crate) fn check_streams(dir: &DirInner, report: &mut crate::log::CheckReport) -> Result<()> {
     use crate::log::Problem;
-    let streams = dir.root.join("streams");
+    let streams = streams_dir(dir);
     let names = match dir.storage.list_dir(&streams) {
         Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -494,7 +494,7 @@ fn retention_ms(retention: Duration) -> Result<u64> {
 }
 
 fn stream_dir(dir: &DirInner, name: &str) -> PathBuf {
-    dir.root.join("streams").join(name)
+    streams_dir(dir).join(name)
 }
 
 fn shard_dir(dir: &DirInner, name: &str, index: u32) -> PathBuf {
@@ -503,10 +503,14 @@ fn shard_dir(dir: &DirInner, name: &str, index: u32) -> PathBuf {
         .join(format!("{index:012}"))
 }
 
-fn lock_streams(dir: &DirInner) -> Result<Box<dyn crate::storage::LockGuard>> {
-    let streams = dir.root.join("streams");
-    dir.ensure_dir(&streams)?;
-    dir.lock(&streams.join("LOCK"))
+fn streams_dir(dir: &DirInner) -> PathBuf {
+    dir.root.join("streams")
+}
+
+/// The streams lock, for a change to stream `name`: [`Error::NotFound`], writing nothing,
+/// where no stream was ever made.
+fn lock_streams(dir: &DirInner, name: &str) -> Result<Box<dyn crate::storage::LockGuard>> {
+    dir.lock_kind(&streams_dir(dir), || not_found(name))
 }
 
 fn load_meta(dir: &DirInner, name: &str) -> Result<StreamMeta> {

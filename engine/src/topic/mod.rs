@@ -38,7 +38,6 @@ use crate::durability::DurabilityMode;
 use crate::error::{Error, Result};
 use crate::meta;
 use crate::names::{validate_queue_name, validate_topic_name};
-use crate::storage::LockGuard;
 
 pub(crate) use check::check_topics;
 pub use filter::{FilterPolicy, FilterScope};
@@ -217,12 +216,6 @@ fn subscriptions_path(dir: &DirInner, name: &str) -> PathBuf {
     topics_dir(dir).join(name).join(SUBSCRIPTIONS_FILE)
 }
 
-fn lock_topics(dir: &DirInner) -> Result<Box<dyn LockGuard>> {
-    let topics = topics_dir(dir);
-    dir.ensure_dir(&topics)?;
-    dir.lock(&topics.join("LOCK"))
-}
-
 fn not_found(name: &str) -> Error {
     Error::NotFound {
         kind: "topic",
@@ -312,7 +305,7 @@ impl DataDir {
         validate_topic_name(name)?;
         attributes.validate(name)?;
         let dir = self.inner();
-        let _lock = lock_topics(dir)?;
+        let _lock = dir.lock_kind_to_create(&topics_dir(dir))?;
         if let Some(existing) = load(dir, name)? {
             if existing.attributes == *attributes {
                 return Ok(info(existing));
@@ -367,7 +360,7 @@ impl DataDir {
     /// Deletes a topic, its subscriptions and its undelivered messages.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let dir = self.inner();
-        let _lock = lock_topics(dir)?;
+        let _lock = dir.lock_kind(&topics_dir(dir), || not_found(name))?;
         if load(dir, name)?.is_none() {
             return Err(not_found(name));
         }
@@ -388,7 +381,7 @@ impl DataDir {
     /// subscription; with other settings it is a conflict.
     pub fn subscribe(&self, topic: &str, request: &Subscribe) -> Result<Subscription> {
         let dir = self.inner();
-        let _lock = lock_topics(dir)?;
+        let _lock = dir.lock_kind(&topics_dir(dir), || not_found(topic))?;
         let meta = load(dir, topic)?.ok_or_else(|| not_found(topic))?;
         check_subscribe(self, &meta, request)?;
         let policy = request.filter_policy.clone().filter(|p| p.trim() != "{}");
@@ -432,7 +425,11 @@ impl DataDir {
     /// Removes a subscription, by ARN or id.
     pub fn unsubscribe(&self, id: &str) -> Result<Subscription> {
         let dir = self.inner();
-        let _lock = lock_topics(dir)?;
+        let no_subscription = || Error::NotFound {
+            kind: "subscription",
+            name: id.rsplit(':').next().unwrap_or(id).to_string(),
+        };
+        let _lock = dir.lock_kind(&topics_dir(dir), no_subscription)?;
         let topics = match id.rsplit_once(':') {
             Some((arn, _)) => {
                 let name = arn.rsplit(':').next().unwrap_or_default();
@@ -453,10 +450,7 @@ impl DataDir {
                 return Ok(removed);
             }
         }
-        Err(Error::NotFound {
-            kind: "subscription",
-            name: id.to_string(),
-        })
+        Err(no_subscription())
     }
 
     /// A topic's subscriptions with their delivery state.
