@@ -6,7 +6,8 @@
 //! compared with what recovery and the reader make of them: with an intact header, recovery
 //! keeps exactly the frames with consecutive offsets from the base, up to the last one that
 //! ends a batch (nothing vouches for any of it, so everything past is a tail to cut); the
-//! file is cut there, the reader returns exactly those records, `check` is clean and the log
+//! file is cut there unless only zeros follow (a prefill, kept for appends to overwrite), the
+//! reader returns exactly those records, `check` is clean and the log
 //! takes an append. With a damaged header the open fails with a corruption error (a damaged
 //! version field included), unless the file is no longer than a header (an interrupted
 //! creation, written again).
@@ -172,10 +173,16 @@ pub fn segment(input: SegmentInput) {
     let log = opened.unwrap_or_else(|e| panic!("nothing vouches for any frame, yet: {e}"));
     let (want, end) = expected(&bytes, base);
     assert_eq!(log.next_offset(), base + want.len() as u64, "records kept");
+    // Zeros past the last whole batch stay: they read as a prefill (FORMAT.md, "Prefill"),
+    // which the next append overwrites. Anything else there is cut.
+    let zeros_after = bytes
+        .get(end..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == 0));
+    let kept_len = if zeros_after { bytes.len() } else { end };
     let file_len = storage.contents(&path).expect("the segment").len();
     assert_eq!(
-        file_len, end,
-        "the segment is cut after the last whole batch"
+        file_len, kept_len,
+        "the segment is cut after the last whole batch, unless only zeros follow it"
     );
     let mut got = Vec::new();
     let mut next = base;
