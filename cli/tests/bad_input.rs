@@ -175,6 +175,13 @@ fn bad_bodies_are_refused() {
 fn malformed_arguments_are_refused() {
     let (dir, handle) = populated();
     let cases = [
+        // q is no queue's dead-letter queue: SQS refuses such a move task.
+        case(&["redrive", "q"], INVALID, "dead-letter queue"),
+        case(
+            &["redrive", "q", "--to", "f.fifo"],
+            INVALID,
+            "dead-letter queue",
+        ),
         case(
             &["send", "q", "hi", "--attr", "nope"],
             INVALID,

@@ -577,6 +577,46 @@ fn dead_letter_queue_receives_after_max_receives_and_redrive_brings_back() {
     assert_eq!(back.receive_count, 1, "a redrive starts the count again");
 }
 
+/// As SQS's StartMessageMoveTask, a redrive takes only a queue some queue's redrive policy
+/// names as its dead-letter queue, and refuses any other without touching it.
+#[test]
+fn only_a_dead_letter_queue_is_redriven() {
+    let env = env();
+    let (q, dlq) = with_dlq(&env, 2);
+    let other = env.standard("other");
+    assert_eq!(env.data.dead_letter_source_queues("dlq").unwrap(), ["work"]);
+    assert!(
+        env.data
+            .dead_letter_source_queues("other")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        env.data.dead_letter_source_queues("nosuch"),
+        Err(Error::NotFound { .. })
+    ));
+    other.send(&SendMessage::new("stays")).unwrap();
+    let files = |sim: &shoal_engine::storage::SimStorage| {
+        sim.files()
+            .into_iter()
+            .map(|f| (sim.contents(&f).unwrap(), f))
+            .collect::<Vec<_>>()
+    };
+    let before = files(&env.sim);
+    for to in [None, Some("work")] {
+        let err = other.redrive(to).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("dead-letter queue"), "{err}");
+    }
+    assert_eq!(files(&env.sim), before, "a refused redrive wrote");
+    // The policy goes: the queue it named is no dead-letter queue any more.
+    env.data
+        .set_queue_attributes("work", &QueueAttributes::defaults(false))
+        .unwrap();
+    assert!(matches!(dlq.redrive(None), Err(Error::InvalidArgument(_))));
+    drop(q);
+}
+
 #[test]
 fn fifo_keeps_group_order_with_many_held_messages() {
     let env = env();

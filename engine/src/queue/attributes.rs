@@ -236,6 +236,42 @@ pub(super) fn load(dir: &DirInner, name: &str) -> Result<Option<QueueMeta>> {
     meta::read(&*dir.storage, &meta_path(dir, name), QUEUE_MAGIC)
 }
 
+fn list(dir: &DirInner, prefix: &str) -> Result<Vec<String>> {
+    let names = match dir.storage.list_dir(&queues_dir(dir)) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", queues_dir(dir), e)),
+    };
+    let mut out: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with(prefix) && validate_queue_name(n).is_ok())
+        .filter(|n| dir.storage.exists(&meta_path(dir, n)))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The queues whose redrive policy names `dlq`.
+pub(super) fn dead_letter_sources(dir: &DirInner, dlq: &str) -> Result<Vec<String>> {
+    let mut sources = Vec::new();
+    for name in list(dir, "")? {
+        // Deleted meanwhile: not a source.
+        let Some(meta) = load(dir, &name)? else {
+            continue;
+        };
+        if meta
+            .attributes
+            .redrive
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == dlq)
+        {
+            sources.push(name);
+        }
+    }
+    Ok(sources)
+}
+
 pub(super) fn info(meta: QueueMeta) -> QueueInfo {
     QueueInfo {
         name: meta.name,
@@ -298,20 +334,17 @@ impl DataDir {
 
     /// Queue names starting with `prefix`, sorted.
     pub fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        list(self.inner(), prefix)
+    }
+
+    /// The queues whose redrive policy names `dlq` as their dead-letter queue, sorted (SQS's
+    /// `ListDeadLetterSourceQueues`).
+    pub fn dead_letter_source_queues(&self, dlq: &str) -> Result<Vec<String>> {
         let dir = self.inner();
-        let names = match dir.storage.list_dir(&queues_dir(dir)) {
-            Ok(names) => names,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", queues_dir(dir), e)),
-        };
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter_map(|n| n.into_string().ok())
-            .filter(|n| n.starts_with(prefix) && validate_queue_name(n).is_ok())
-            .filter(|n| dir.storage.exists(&meta_path(dir, n)))
-            .collect();
-        out.sort();
-        Ok(out)
+        if load(dir, dlq)?.is_none() {
+            return Err(not_found(dlq));
+        }
+        dead_letter_sources(dir, dlq)
     }
 
     /// A queue's attributes.

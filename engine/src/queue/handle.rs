@@ -1165,8 +1165,15 @@ impl Queue {
     /// Moves every visible message of this queue (a dead-letter queue) back to the queue it
     /// came from, or to `to`; like SQS's `StartMessageMoveTask`, run to completion. Each
     /// move is exactly-once: a crash midway is finished by the next operation on this queue.
-    /// Returns how many messages moved.
+    /// Returns how many messages moved. As SQS, refuses a queue that no queue's redrive
+    /// policy names as its dead-letter queue, moving nothing.
     pub fn redrive(&self, to: Option<&str>) -> Result<u64> {
+        if super::attributes::dead_letter_sources(&self.dir, &self.name)?.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "queue {:?} is no queue's dead-letter queue (no redrive policy names it)",
+                self.name
+            )));
+        }
         if let Some(to) = to {
             // Fail before anything moves.
             self.target(to)?;
