@@ -167,6 +167,30 @@ impl DirInner {
         self.lock(&kind_dir.join(crate::log::segment::LOCK_FILE))
     }
 
+    /// The resources of one kind, sorted: the names in `kind_dir` that `valid` accepts and
+    /// that hold a `meta_file` (a resource exists once its metadata does). None when the
+    /// kind's directory does not exist.
+    pub(crate) fn list_kind(
+        &self,
+        kind_dir: &Path,
+        meta_file: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let names = match self.storage.list_dir(kind_dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", kind_dir, e)),
+        };
+        let mut out: Vec<String> = names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| valid(n))
+            .filter(|n| self.storage.exists(&kind_dir.join(n).join(meta_file)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Writes the format file if the directory has none yet, under the data directory's own
     /// lock so that processes making their first resources at once write it one at a time.
     fn ensure_format(&self) -> Result<()> {

@@ -237,19 +237,9 @@ pub(super) fn load(dir: &DirInner, name: &str) -> Result<Option<QueueMeta>> {
 }
 
 fn list(dir: &DirInner, prefix: &str) -> Result<Vec<String>> {
-    let names = match dir.storage.list_dir(&queues_dir(dir)) {
-        Ok(names) => names,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", queues_dir(dir), e)),
-    };
-    let mut out: Vec<String> = names
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(|n| n.starts_with(prefix) && validate_queue_name(n).is_ok())
-        .filter(|n| dir.storage.exists(&meta_path(dir, n)))
-        .collect();
-    out.sort();
-    Ok(out)
+    dir.list_kind(&queues_dir(dir), META_FILE, |n| {
+        n.starts_with(prefix) && validate_queue_name(n).is_ok()
+    })
 }
 
 /// The queues whose redrive policy names `dlq`.

@@ -342,20 +342,9 @@ impl DataDir {
     /// Names of every stream, sorted.
     pub fn list_streams(&self) -> Result<Vec<String>> {
         let dir = self.inner();
-        let streams = streams_dir(dir);
-        let names = match dir.storage.list_dir(&streams) {
-            Ok(names) => names,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", &streams, e)),
-        };
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter_map(|n| n.into_string().ok())
-            .filter(|n| validate_stream_name(n).is_ok())
-            .filter(|n| dir.storage.exists(&streams.join(n).join(META_FILE)))
-            .collect();
-        out.sort();
-        Ok(out)
+        dir.list_kind(&streams_dir(dir), META_FILE, |n| {
+            validate_stream_name(n).is_ok()
+        })
     }
 
     /// Describes a stream.

@@ -335,19 +335,9 @@ impl DataDir {
     /// Topic names, sorted.
     pub fn list_topics(&self) -> Result<Vec<String>> {
         let dir = self.inner();
-        let names = match dir.storage.list_dir(&topics_dir(dir)) {
-            Ok(names) => names,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", topics_dir(dir), e)),
-        };
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter_map(|n| n.into_string().ok())
-            .filter(|n| validate_topic_name(n).is_ok())
-            .filter(|n| dir.storage.exists(&meta_path(dir, n)))
-            .collect();
-        out.sort();
-        Ok(out)
+        dir.list_kind(&topics_dir(dir), META_FILE, |n| {
+            validate_topic_name(n).is_ok()
+        })
     }
 
     /// A topic's settings.
